@@ -1,0 +1,55 @@
+"""gpt2core: GPT-2 from scratch in PyTorch — model, tokenizers, data, training, generation, search.
+
+Importable without Textual, Rich or click. Names load lazily (PEP 562), so that
+``import gpt2core.rundir`` (which the console uses to list runs) does not pull in torch.
+
+    >>> import gpt2core
+    >>> model = gpt2core.load_model("checkpoints/my-run")     # or a Hugging Face GPT-2 directory
+    >>> new_ids = gpt2core.generate(model, idx, max_new_tokens=50, temperature=0.8)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "GPT": "gpt2core.model",
+    "KVCache": "gpt2core.model",
+    "ModelConfig": "gpt2core.config",
+    "SampleConfig": "gpt2core.config",
+    "PRESETS": "gpt2core.config",
+    "preset": "gpt2core.config",
+    "Tokenizer": "gpt2core.tokenizer",
+    "train_bpe": "gpt2core.tokenizer",
+    "train_char": "gpt2core.tokenizer",
+    "gpt2_tokenizer": "gpt2core.tokenizer",
+    "save_checkpoint": "gpt2core.checkpoint",
+    "load_checkpoint": "gpt2core.checkpoint",
+    "verify_checkpoint": "gpt2core.checkpoint",
+    "CheckpointStore": "gpt2core.checkpoint",
+    "GPT2Error": "gpt2core.errors",
+    "ConfigError": "gpt2core.errors",
+    "CheckpointError": "gpt2core.errors",
+    "TokenizerError": "gpt2core.errors",
+    "DataError": "gpt2core.errors",
+    "HubUnavailableError": "gpt2core.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpt2core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,565 @@
+"""Checkpoints: a directory of safetensors + JSON, written atomically, verified when read.
+
+Layout of one checkpoint directory::
+
+    model.safetensors          weights (the tied head stored once)
+    config.json                format version, model config, tokenizer spec, metadata
+    tokenizer.json             the tokenizer, so loading never needs the network
+    trainer_state.safetensors  optimizer / scaler / RNG tensors (training checkpoints only)
+    trainer_state.json         step, epoch, data cursor, best loss, the non-tensor state
+    manifest.json              size and SHA-256 of every file above; written last
+
+A directory is a checkpoint only if its manifest is there and agrees with the files: it is
+written into a hidden temporary directory beside the target, fsynced, and renamed into place,
+so a crash at any moment leaves either the old checkpoint or the new one, never half of one.
+Nothing is unpickled: tensors come from safetensors, everything else from JSON.
+
+``CheckpointStore`` manages the checkpoints of one run: ``step-00001200/`` directories (the
+last ``keep_last`` are kept) and ``best/``, hard links to the files of the best step so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file, save_model
+
+from gpt2core.config import ModelConfig
+from gpt2core.errors import CheckpointError, ConfigError, TokenizerError
+from gpt2core.model import GPT
+from gpt2core.tokenizer import Tokenizer
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+STATE_TENSORS = "trainer_state.safetensors"
+STATE_JSON = "trainer_state.json"
+BEST = "best"
+STEP_DIR = re.compile(r"^step-(\d{8,})$")
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+# -- nested state (optimizer, scaler, RNG) <-> tensors + JSON ---------------------------------------
+
+
+def pack_state(state: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Split nested dicts/lists/tuples holding tensors into a JSON-able skeleton and a flat
+    {key: tensor} map, so optimizer and RNG state can be saved without pickle."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(obj: Any, path: str) -> Any:
+        if isinstance(obj, torch.Tensor):
+            key = path or "_"
+            tensors[key] = obj.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if hasattr(obj, "dtype") and hasattr(obj, "tolist") and type(obj).__module__ == "numpy":
+            return {"__ndarray__": obj.tolist(), "dtype": str(obj.dtype)}
+        if isinstance(obj, dict):
+            if not all(isinstance(k, (str, int)) for k in obj):
+                raise TypeError(f"cannot pack dict keys of types {sorted({type(k).__name__ for k in obj})}")
+            return {"__dict__": [[k, walk(v, f"{path}.{k}" if path else str(k))] for k, v in obj.items()]}
+        if isinstance(obj, tuple):
+            return {"__tuple__": [walk(v, f"{path}.{i}") for i, v in enumerate(obj)]}
+        if isinstance(obj, list):
+            return [walk(v, f"{path}.{i}") for i, v in enumerate(obj)]
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"cannot pack {type(obj).__name__} at {path or 'top level'}")
+
+    return walk(state, prefix), tensors
+
+
+def unpack_state(skeleton: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Inverse of ``pack_state``."""
+    if isinstance(skeleton, list):
+        return [unpack_state(v, tensors) for v in skeleton]
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__ndarray__" in skeleton:
+            import numpy as np
+
+            return np.asarray(skeleton["__ndarray__"], dtype=skeleton["dtype"])
+        if "__tuple__" in skeleton:
+            return tuple(unpack_state(v, tensors) for v in skeleton["__tuple__"])
+        if "__dict__" in skeleton:
+            return {k: unpack_state(v, tensors) for k, v in skeleton["__dict__"]}
+        return {k: unpack_state(v, tensors) for k, v in skeleton.items()}
+    return skeleton
+
+
+# -- low-level file helpers -------------------------------------------------------------------------
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems (and Windows) cannot open directories; rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, allow_nan=True)
+        f.write("\n")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unwrap(model: torch.nn.Module) -> GPT:
+    """The bare GPT inside torch.compile's and DDP's wrappers."""
+    while not isinstance(model, GPT):
+        inner = getattr(model, "_orig_mod", None) or getattr(model, "module", None)
+        if inner is None:
+            raise TypeError(f"expected a gpt2core GPT model, got {type(model).__name__}")
+        model = inner
+    return model
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    trainer_state: Any = None,
+) -> Path:
+    """Write a complete checkpoint at ``directory`` atomically (replacing one that is there).
+
+    ``meta`` is free JSON (step, val_loss, run name, train config) stored in config.json;
+    ``trainer_state`` is any nested structure of tensors and JSON values (see ``pack_state``).
+    On any failure (disk full, permission denied) the temporary files are removed, whatever
+    was at ``directory`` is untouched, and a CheckpointError says what went wrong.
+    """
+    directory = Path(directory)
+    gpt = _unwrap(model)
+    parent = directory.parent
+    tmp = parent / f"{_TMP_PREFIX}{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_contents(tmp, gpt, tokenizer, meta or {}, trainer_state)
+        _install(tmp, directory)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"could not write checkpoint {directory}: {exc.strerror or exc}") from exc
+        raise
+    return directory
+
+
+def _write_contents(tmp: Path, gpt: GPT, tokenizer: Tokenizer, meta: Mapping[str, Any], trainer_state: Any) -> None:
+    save_model(gpt, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    tokenizer_spec = tokenizer.save(tmp)
+    _write_json(
+        tmp / CONFIG,
+        {
+            "format_version": FORMAT_VERSION,
+            "model": gpt.config.to_dict(),
+            "tokenizer": tokenizer_spec,
+            "meta": dict(meta),
+        },
+    )
+    if trainer_state is not None:
+        skeleton, tensors = pack_state(trainer_state)
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        _write_json(tmp / STATE_JSON, {"format_version": FORMAT_VERSION, "state": skeleton})
+    _write_manifest(tmp)
+
+
+def _write_manifest(tmp: Path) -> None:
+    files = {}
+    for path in sorted(tmp.iterdir()):
+        if path.name == MANIFEST or not path.is_file():
+            continue
+        _fsync_file(path)
+        files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+    _write_json(
+        tmp / MANIFEST,
+        {"format_version": FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files},
+    )
+    _fsync_file(tmp / MANIFEST)
+    _fsync_dir(tmp)
+
+
+def _install(tmp: Path, target: Path) -> None:
+    """Rename a finished temporary directory to ``target``, swapping out what was there."""
+    parent = target.parent
+    old = None
+    if target.exists():
+        old = parent / f"{_OLD_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if old is not None:
+            os.rename(old, target)  # put the previous checkpoint back
+        raise
+    _fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def link_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Make ``target`` a complete copy of checkpoint ``source`` using hard links (no extra disk
+    space), falling back to copies where the filesystem has no hard links; atomic like a save."""
+    source, target = Path(source), Path(target)
+    verify_checkpoint(source, full=False)
+    tmp = target.parent / f"{_TMP_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        for path in source.iterdir():
+            if path.is_file():
+                try:
+                    os.link(path, tmp / path.name)
+                except OSError:
+                    shutil.copy2(path, tmp / path.name)
+        _fsync_dir(tmp)
+        _install(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}") from exc
+    return target
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint's config.json says, without loading any weights."""
+
+    path: Path
+    model_config: ModelConfig
+    tokenizer_spec: dict
+    meta: dict = field(default_factory=dict)
+    has_trainer_state: bool = False
+
+    @property
+    def step(self) -> int | None:
+        return self.meta.get("step")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path.parent} is missing {path.name}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}); the checkpoint is corrupt") from None
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """Parse and sanity-check manifest.json; arbitrary bytes give a CheckpointError, nothing else."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).exists():
+        raise CheckpointError(f"{directory} is not a complete checkpoint (no {MANIFEST}; the write may have been interrupted)")
+    manifest = _read_json(directory / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{directory / MANIFEST} is malformed: expected a JSON object")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{directory / MANIFEST} has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{directory} uses checkpoint format {version}, newer than this gpt2tui reads ({FORMAT_VERSION}); upgrade gpt2tui"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise CheckpointError(f"{directory / MANIFEST} is malformed: no file list")
+    for name, entry in files.items():
+        if (
+            not isinstance(name, str)
+            or "/" in name
+            or "\\" in name
+            or name in ("", ".", "..")
+            or not isinstance(entry, dict)
+            or not isinstance(entry.get("bytes"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise CheckpointError(f"{directory / MANIFEST} is malformed: bad entry for {name!r}")
+    for required in (WEIGHTS, CONFIG):
+        if required not in files:
+            raise CheckpointError(f"{directory / MANIFEST} does not list {required}")
+    return manifest
+
+
+def verify_checkpoint(directory: str | Path, *, full: bool = True) -> dict:
+    """Check every file against the manifest: present, right size and (``full``) right SHA-256.
+    Raises CheckpointError naming the first file that is wrong; returns the manifest."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    for name, entry in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise CheckpointError(f"{path} is {size} bytes but the manifest says {entry['bytes']}: the file is truncated or altered")
+        if full and sha256_of(path) != entry["sha256"]:
+            raise CheckpointError(f"{path} does not match its checksum in the manifest: the file is corrupt")
+    return manifest
+
+
+def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
+    directory = Path(directory)
+    read_manifest(directory)
+    config = _read_json(directory / CONFIG)
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{directory / CONFIG} is malformed: expected a JSON object")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{directory / CONFIG} has format version {version!r}; this gpt2tui reads up to {FORMAT_VERSION}")
+    try:
+        model_config = ModelConfig.from_dict(config["model"])
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{directory / CONFIG} has an invalid model config: {exc}") from None
+    spec = config.get("tokenizer")
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{directory / CONFIG} has no tokenizer spec")
+    meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
+    return CheckpointInfo(directory, model_config, spec, meta, (directory / STATE_JSON).exists())
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: GPT
+    tokenizer: Tokenizer
+    info: CheckpointInfo
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True, prefer: str = "best"
+) -> LoadedCheckpoint:
+    """Load model (eval mode) and tokenizer from a checkpoint directory, or from a run's
+    checkpoint folder (its ``best`` or latest step, see ``resolve_checkpoint``)."""
+    directory = resolve_checkpoint(path, prefer=prefer)
+    if verify:
+        verify_checkpoint(directory)
+    info = read_checkpoint_info(directory)
+    try:
+        tokenizer = Tokenizer.load(directory, info.tokenizer_spec)
+    except TokenizerError as exc:
+        raise CheckpointError(f"{directory}: {exc}") from None
+    if tokenizer.vocab_size > info.model_config.vocab_size:
+        raise CheckpointError(
+            f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+            f"{info.model_config.vocab_size}; the tokenizer does not belong to this model"
+        )
+    model = GPT(info.model_config)
+    _load_weights(model, directory / WEIGHTS)
+    model.to(device).eval()
+    return LoadedCheckpoint(model, tokenizer, info)
+
+
+def _load_weights(model: GPT, path: Path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+    # The head is tied to the token embedding, so the file stores one of the two names.
+    for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
+        if a not in tensors and b in tensors:
+            tensors[a] = tensors[b]
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} does not fit the model in its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, shape in expected.items():
+        if tuple(tensors[key].shape) != shape:
+            raise CheckpointError(f"{path}: {key} has shape {tuple(tensors[key].shape)}, the config needs {shape}")
+    model.load_state_dict(tensors, strict=True)
+
+
+def load_trainer_state(path: str | Path) -> Any:
+    """The ``trainer_state`` given to ``save_checkpoint``, rebuilt from safetensors + JSON."""
+    directory = Path(path)
+    if not (directory / STATE_JSON).exists():
+        raise CheckpointError(f"{directory} holds weights only (no trainer state), so training cannot resume from it")
+    skeleton = _read_json(directory / STATE_JSON)
+    if not isinstance(skeleton, dict) or "state" not in skeleton:
+        raise CheckpointError(f"{directory / STATE_JSON} is malformed")
+    try:
+        with safe_open(str(directory / STATE_TENSORS), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(f"{directory / STATE_TENSORS} is not readable ({exc})") from None
+    try:
+        return unpack_state(skeleton["state"], tensors)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory / STATE_JSON} does not match its tensors ({exc})") from None
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).is_file()
+
+
+DEFAULT_CHECKPOINTS_ROOT = Path("checkpoints")
+
+
+def resolve_checkpoint(path: str | Path, *, prefer: str = "best", root: str | Path = DEFAULT_CHECKPOINTS_ROOT) -> Path:
+    """A checkpoint directory from what a user typed:
+
+    - a checkpoint directory itself;
+    - a run's checkpoint folder, e.g. ``checkpoints/my-run`` (``prefer`` 'best' takes ``best/``
+      and falls back to the latest step; 'latest' takes the latest step);
+    - a run name, looked up under ``root``; or ``latest``, the run under ``root`` that saved last.
+    """
+    path = Path(path)
+    if is_checkpoint(path):
+        return path
+    if not path.exists() and len(path.parts) == 1:
+        root = Path(root)
+        if str(path) == "latest":
+            runs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+            newest = max(
+                ((c.stat().st_mtime, c) for r in runs if (c := CheckpointStore(r, cleanup=False).latest()) is not None),
+                default=None,
+            )
+            if newest is None:
+                raise CheckpointError(f"'latest' asks for the newest run, but {root} holds no checkpoints yet")
+            path = newest[1].parent
+        elif (root / path).exists():
+            path = root / path
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: the path does not exist")
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file; a gpt2tui checkpoint is a directory (with {MANIFEST} inside)")
+    if is_checkpoint(path):
+        return path
+    store = CheckpointStore(path, cleanup=False)
+    found = store.best() if prefer == "best" else None
+    found = found or store.latest()
+    if found is None:
+        if (path / CONFIG).exists():
+            raise CheckpointError(f"{path} has no {MANIFEST}: it is an incomplete checkpoint or not a gpt2tui one")
+        raise CheckpointError(f"no complete checkpoint in {path}")
+    return found
+
+
+# -- one run's checkpoints --------------------------------------------------------------------------
+
+
+class CheckpointStore:
+    """The checkpoints of one run: ``step-NNNNNNNN/`` directories and ``best/``."""
+
+    def __init__(self, root: str | Path, keep_last: int = 3, *, cleanup: bool = True):
+        if keep_last < 2:
+            raise ConfigError(f"keep_last must be at least 2 so a good checkpoint always survives, got {keep_last}")
+        self.root = Path(root)
+        self.keep_last = keep_last
+        if cleanup and self.root.is_dir():
+            self._recover()
+
+    def _recover(self) -> None:
+        """Undo what a crash mid-save left: put a swapped-out ``best`` back, drop dead temp dirs."""
+        for path in self.root.iterdir():
+            for prefix in (_TMP_PREFIX, _OLD_PREFIX):
+                if not path.name.startswith(prefix):
+                    continue
+                name, pid = _parse_temp_name(path.name[len(prefix) :])
+                if pid is not None and _pid_alive(pid) and pid != os.getpid():
+                    continue  # another live process is writing it
+                target = self.root / name
+                if prefix == _OLD_PREFIX and not target.exists() and is_checkpoint(path):
+                    os.rename(path, target)
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
+
+    def step_path(self, step: int) -> Path:
+        return self.root / f"step-{step:08d}"
+
+    def steps(self) -> list[tuple[int, Path]]:
+        """Complete step checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = []
+        for path in self.root.iterdir():
+            match = STEP_DIR.match(path.name)
+            if match and is_checkpoint(path):
+                found.append((int(match.group(1)), path))
+        return sorted(found)
+
+    def latest(self) -> Path | None:
+        steps = self.steps()
+        return steps[-1][1] if steps else None
+
+    def best(self) -> Path | None:
+        path = self.root / BEST
+        return path if is_checkpoint(path) else None
+
+    def save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        trainer_state: Any = None,
+        is_best: bool = False,
+    ) -> Path:
+        """Write ``step-N``, link it as ``best`` if asked, then drop steps beyond ``keep_last``.
+        Old checkpoints are removed only after the new one is complete."""
+        path = save_checkpoint(self.step_path(step), model, tokenizer, meta={**(meta or {}), "step": step}, trainer_state=trainer_state)
+        if is_best:
+            link_checkpoint(path, self.root / BEST)
+        self.prune()
+        return path
+
+    def prune(self) -> None:
+        for _, path in self.steps()[: -self.keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _parse_temp_name(rest: str) -> tuple[str, int | None]:
+    """'step-00000100-4242-ab12cd34' -> ('step-00000100', 4242)."""
+    parts = rest.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], int(parts[1])
+    return rest, None

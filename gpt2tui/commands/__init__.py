@@ -1,0 +1,1 @@
+"""One module per `gpt2tui` subcommand; cli.py imports each only when it is invoked."""

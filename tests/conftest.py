@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny real models and tokenizers, and a machine-friendly torch set-up.
+
+Tests never touch the network: HF_HUB_OFFLINE makes every hub access fail fast (a test that
+needs the real probe path clears it itself). Models are tiny (micro preset) so the whole
+suite runs on two CPU cores in minutes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SAMPLE_TEXT = (
+    "The quick brown fox jumps over the lazy dog. "
+    "A journey of a thousand miles begins with a single step.\n"
+    "To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
+    "the slings and arrows of outrageous fortune, or to take arms against a sea of troubles.\n"
+) * 20
+
+
+@pytest.fixture(scope="session")
+def sample_text() -> str:
+    return SAMPLE_TEXT
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    from gpt2core.tokenizer import train_char
+
+    return train_char([SAMPLE_TEXT])
+
+
+@pytest.fixture(scope="session")
+def bpe_tokenizer():
+    from gpt2core.tokenizer import train_bpe
+
+    return train_bpe([SAMPLE_TEXT], 300)
+
+
+@pytest.fixture
+def micro_model(char_tokenizer):
+    from gpt2core.config import preset
+    from gpt2core.model import GPT
+
+    torch.manual_seed(0)
+    return GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
