@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 
 from gpt2core.config import ModelConfig
@@ -50,6 +50,7 @@ BEST = "best"
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+_SIZE_SLACK = 64 << 20  # bytes a config may ask for beyond its weights file before loading is refused unbuilt
 
 
 # -- nested state (optimizer, scaler, RNG) <-> tensors + JSON ---------------------------------------
@@ -187,8 +188,16 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
             raise CheckpointError(f"could not write checkpoint {directory}: {exc.strerror or exc}") from exc
+        if isinstance(exc, SafetensorError):  # safetensors reports a failed write (disk full) as its own error
+            raise CheckpointError(f"could not write checkpoint {directory}: {_io_reason(exc)}") from exc
         raise
     return directory
+
+
+def _io_reason(error: Exception) -> str:
+    """'File too large' from safetensors' 'Error while serializing: I/O error: File too large (os error 27)'."""
+    text = str(error)
+    return re.sub(r"\s*\(os error \d+\)$", "", text.rsplit("I/O error: ", 1)[-1]) if "I/O error: " in text else text
 
 
 def _write_contents(tmp: Path, gpt: GPT, tokenizer: Tokenizer, meta: Mapping[str, Any], trainer_state: Any) -> None:
@@ -316,6 +325,8 @@ def read_manifest(directory: str | Path) -> dict:
             or "/" in name
             or "\\" in name
             or name in ("", ".", "..")
+            or "\x00" in name
+            or len(name.encode("utf-8", "surrogatepass")) > 255  # longer is no file name (ENAMETOOLONG)
             or not isinstance(entry, dict)
             or not isinstance(entry.get("bytes"), int)
             or not isinstance(entry.get("sha256"), str)
@@ -389,10 +400,27 @@ def load_checkpoint(
             f"{directory}: the tokenizer has {tokenizer.vocab_size} tokens but the model only "
             f"{info.model_config.vocab_size}; the tokenizer does not belong to this model"
         )
+    _check_weights_size(info.model_config, directory / WEIGHTS)
     model = GPT(info.model_config)
     _load_weights(model, directory / WEIGHTS)
     model.to(device).eval()
     return LoadedCheckpoint(model, tokenizer, info)
+
+
+def _check_weights_size(config: ModelConfig, path: Path) -> None:
+    """Refuse a config.json that asks for more parameters than the weights file can hold
+    before allocating them: a damaged or crafted config must not exhaust memory."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise CheckpointError(f"{path} is missing; the checkpoint is incomplete") from None
+    params = config.num_params()
+    # No dtype we write is smaller than 2 bytes a value. The slack lets a small honest mismatch
+    # reach _load_weights, whose error names the tensor and both shapes.
+    if params * 2 > size + _SIZE_SLACK:
+        raise CheckpointError(
+            f"{path} holds {size:,} bytes, too few for the {params:,}-parameter model its config.json describes"
+        )
 
 
 def _load_weights(model: GPT, path: Path) -> None:
@@ -554,7 +582,19 @@ class CheckpointStore:
 
     def prune(self) -> None:
         for _, path in self.steps()[: -self.keep_last]:
-            shutil.rmtree(path, ignore_errors=True)
+            _delete_checkpoint(path)
+
+
+def _delete_checkpoint(path: Path) -> None:
+    """Delete a checkpoint directory so that a crash half-way never leaves a directory with
+    its manifest but without its weights: rename it out of the way first (atomic), then
+    delete; ``CheckpointStore._recover`` removes what a crash leaves of the renamed one."""
+    doomed = path.parent / f"{_TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        return  # already gone (another process pruned it)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _parse_temp_name(rest: str) -> tuple[str, int | None]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from gpt2core.errors import ConfigError
@@ -223,3 +225,275 @@ class SampleConfig:
 
 def _is_finite_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+# -- data, training and the run that bundles them -------------------------------------------------
+
+TOKENIZER_KINDS = ("gpt2", "bpe", "char")
+DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training text comes from and how it becomes tokens."""
+
+    data: tuple[str, ...] = ()  # local files, directories or globs; empty (and no dataset_name) = the built-in corpus
+    dataset_name: str | None = None  # a Hugging Face dataset by name (e.g. "wikitext") or a local dataset directory
+    dataset_config: str | None = None  # the dataset's configuration (e.g. "wikitext-2-raw-v1")
+    text_column: str = "text"  # the dataset column that holds the text
+    tokenizer: str | None = None  # gpt2 / bpe / char; None picks gpt2 for GPT-2-sized presets, bpe (or char) otherwise
+    vocab_size: int | None = None  # tokens in a learned bpe vocabulary; None takes the preset's vocab_size
+    val_fraction: float = 0.05  # share of a corpus without its own validation split held out for validation
+    test_fraction: float = 0.05  # share of a corpus without its own test split held out for the final test
+    cache_dir: str | None = None  # learned tokenizers and token files; None = $GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui
+
+    def __post_init__(self) -> None:
+        if isinstance(self.data, (str, list)):
+            object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
+        self.validate()
+
+    def validate(self) -> None:
+        _require(all(isinstance(p, str) and p for p in self.data), "data paths must be non-empty text")
+        _require(
+            not (self.data and self.dataset_name),
+            "give either --data (local files) or --dataset-name (a Hugging Face dataset), not both",
+        )
+        _require(
+            self.dataset_config is None or self.dataset_name is not None,
+            "--dataset-config needs --dataset-name",
+        )
+        _require(
+            self.tokenizer is None or self.tokenizer in TOKENIZER_KINDS,
+            f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}",
+        )
+        _require(
+            self.vocab_size is None or (_is_int(self.vocab_size) and self.vocab_size >= 257),
+            f"vocab_size must be at least 257 (every byte plus end-of-text), got {self.vocab_size!r}",
+        )
+        for name in ("val_fraction", "test_fraction"):
+            value = getattr(self, name)
+            _require(_is_finite_number(value) and 0.0 < value < 0.5, f"{name} must be in (0, 0.5), got {value!r}")
+        _require(self.cache_dir is None or (isinstance(self.cache_dir, str) and self.cache_dir), "cache_dir must be a path")
+
+    @property
+    def source(self) -> str:
+        """'builtin', 'files' or 'hub': which loader reads this corpus."""
+        return "files" if self.data else ("hub" if self.dataset_name else "builtin")
+
+    def replace(self, **changes: Any) -> "DataConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["data"] = list(self.data)
+        return d
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DataConfig":
+        return from_mapping(cls, values, what="data")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults are the specification's TrainingConfig (batch 8, lr 3e-4, ...)."""
+
+    batch_size: int = 8  # sequences per micro-batch
+    learning_rate: float = 3e-4  # peak learning rate, reached at the end of warmup
+    min_lr: float | None = None  # floor the cosine decay ends at; None = learning_rate / 10
+    weight_decay: float = 0.01  # AdamW decay on matrices only (not biases, norms or embeddings' positions)
+    beta1: float = 0.9  # AdamW momentum of the gradient
+    beta2: float = 0.95  # AdamW momentum of the squared gradient; 0.95 is steadier than 0.999 for transformers
+    warmup_steps: int = 2000  # linear warmup from 0 to learning_rate
+    gradient_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
+    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
+    max_steps: int | None = None  # stop after this many optimizer steps; None = no step limit
+    max_epochs: float | None = 10.0  # stop after this many passes over the training tokens; None = no limit
+    max_training_hours: float | None = 12.0  # wall-clock budget; the learning-rate decay is fitted to end with it
+    mixed_precision: bool = True  # bf16 autocast where fast, fp16 + loss scaling on GPUs without bf16
+    precision: str = "auto"  # auto (follow mixed_precision and the device), bf16, fp16 or fp32
+    compile: bool = False  # torch.compile the model (pays off on GPUs for long runs; slower to start)
+    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
+    threads: int | str | None = None  # CPU threads: None = torch's choice, N = fixed, "auto" = the fastest as load changes
+    seed: int = 1337  # seeds initialisation, batch order, dropout and samples
+    eval_interval: int = 500  # evaluate (val loss, sample, checkpoint) every this many steps
+    eval_iters: int = 50  # validation batches per evaluation (batch_size windows each)
+    log_interval: int = 10  # report training loss and speed every this many steps
+    checkpoint_interval: int | None = None  # also save every this many steps; None = at each evaluation only
+    keep_last: int = 3  # step checkpoints kept (the best is kept besides); at least 2
+    sample_prompt: str = "The"  # prompt of the text sample at each evaluation
+    sample_tokens: int = 100  # tokens in that sample; 0 turns samples off
+    max_bad_steps: int = 5  # give up after this many NaN/Inf steps in a row
+    on_save_error: str = "stop"  # a checkpoint that cannot be written (disk full): stop the run, or continue and retry at the next save
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval", "max_bad_steps"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "sample_tokens", "seed"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
+        _require(
+            _is_finite_number(self.learning_rate) and self.learning_rate > 0,
+            f"learning_rate must be positive, got {self.learning_rate!r}",
+        )
+        _require(
+            self.min_lr is None or (_is_finite_number(self.min_lr) and 0 <= self.min_lr <= self.learning_rate),
+            f"min_lr must be between 0 and learning_rate ({self.learning_rate}), got {self.min_lr!r}",
+        )
+        _require(
+            _is_finite_number(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be 0 or positive, got {self.weight_decay!r}",
+        )
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _require(_is_finite_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
+        _require(
+            _is_finite_number(self.gradient_clip) and self.gradient_clip >= 0,
+            f"gradient_clip must be 0 (off) or positive, got {self.gradient_clip!r}",
+        )
+        _require(
+            self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
+            f"max_steps must be a positive integer, got {self.max_steps!r}",
+        )
+        _require(
+            self.max_epochs is None or (_is_finite_number(self.max_epochs) and self.max_epochs > 0),
+            f"max_epochs must be positive, got {self.max_epochs!r}",
+        )
+        _require(
+            self.max_training_hours is None or (_is_finite_number(self.max_training_hours) and self.max_training_hours > 0),
+            f"max_training_hours must be positive, got {self.max_training_hours!r}",
+        )
+        _require(
+            any(v is not None for v in (self.max_steps, self.max_epochs, self.max_training_hours)),
+            "set at least one limit: max_steps, max_epochs or max_training_hours",
+        )
+        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _require(isinstance(self.device, str) and self.device, f"device must be one of {DEVICES_HELP}")
+        _require(
+            self.threads is None or self.threads == "auto" or (_is_int(self.threads) and self.threads >= 1),
+            f"threads must be a positive integer or 'auto', got {self.threads!r}",
+        )
+        _require(
+            self.checkpoint_interval is None or (_is_int(self.checkpoint_interval) and self.checkpoint_interval >= 1),
+            f"checkpoint_interval must be a positive integer, got {self.checkpoint_interval!r}",
+        )
+        _require(
+            _is_int(self.keep_last) and self.keep_last >= 2,
+            f"keep_last must be at least 2 so a good checkpoint always survives, got {self.keep_last!r}",
+        )
+        _require(isinstance(self.sample_prompt, str), "sample_prompt must be text")
+        _require(
+            self.on_save_error in ("stop", "continue"), f"on_save_error must be stop or continue, got {self.on_save_error!r}"
+        )
+
+    @property
+    def final_lr(self) -> float:
+        return self.learning_rate / 10 if self.min_lr is None else self.min_lr
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
+        return from_mapping(cls, values, what="training")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs: the model shape, the data and the training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)  # vocab_size is replaced by the tokenizer's at start
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preset: str | None = None  # the preset the model shape started from, for the record
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"preset": self.preset, "model": self.model.to_dict(), "data": self.data.to_dict(), "train": self.train.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        unknown = sorted(set(values) - {"preset", "model", "data", "train"})
+        if unknown:
+            raise ConfigError(f"unknown run config section(s): {', '.join(unknown)}")
+        return cls(
+            model=ModelConfig.from_dict(values.get("model") or {}),
+            data=DataConfig.from_dict(values.get("data") or {}),
+            train=TrainConfig.from_dict(values.get("train") or {}),
+            preset=values.get("preset"),
+        )
+
+
+# Which config a flat option name (a CLI flag, a key of a TOML file) belongs to. vocab_size is
+# the tokenizer's: the model's vocabulary always comes from the tokenizer it is trained with.
+MODEL_OPTIONS = frozenset(f.name for f in fields(ModelConfig)) - {"vocab_size"}
+DATA_OPTIONS = frozenset(f.name for f in fields(DataConfig))
+TRAIN_OPTIONS = frozenset(f.name for f in fields(TrainConfig))
+RUN_OPTIONS = frozenset({"preset"})
+
+
+def run_config_from_options(options: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from flat options (``preset``, ``d_model``, ``tokenizer``, ``learning_rate``, ...):
+    the preset's model shape with the model options laid over it, and the data and training
+    options over their defaults. Unknown names are a ConfigError listing the known ones."""
+    known = MODEL_OPTIONS | DATA_OPTIONS | TRAIN_OPTIONS | RUN_OPTIONS
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    preset_name = options.get("preset") or "gpt2"
+    base = preset(preset_name)
+    model_changes = {k: v for k, v in options.items() if k in MODEL_OPTIONS}
+    if "d_model" in model_changes and "d_ff" not in model_changes:
+        model_changes["d_ff"] = 4 * model_changes["d_model"]  # keep GPT-2's MLP ratio when only the width changes
+    try:
+        model = base.replace(**model_changes)
+        data = DataConfig(**{k: v for k, v in options.items() if k in DATA_OPTIONS})
+        train = TrainConfig(**{k: v for k, v in options.items() if k in TRAIN_OPTIONS})
+    except TypeError as exc:  # a value of the wrong type that validate() did not catch
+        raise ConfigError(str(exc)) from None
+    return RunConfig(model=model, data=data, train=train, preset=preset_name)
+
+
+def load_options_file(path: str | Path) -> dict[str, Any]:
+    """Flat options from a TOML file. Keys may sit at the top level (``learning_rate = 1e-3``)
+    or in ``[model]``, ``[data]`` and ``[train]`` tables; dashes are read as underscores."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    sections = {"model": MODEL_OPTIONS | {"vocab_size"}, "data": DATA_OPTIONS, "train": TRAIN_OPTIONS}
+    options: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = key.replace("-", "_")
+        if key in sections and isinstance(value, dict):
+            for inner, inner_value in value.items():
+                inner = inner.replace("-", "_")
+                if inner not in sections[key]:
+                    raise ConfigError(f"config file {path}: [{key}] has no option {inner!r}")
+                options[inner] = inner_value
+        else:
+            options[key] = value
+    return options
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)

@@ -65,6 +65,7 @@ class StepEvent(Event):
     skipped_steps: int = 0  # updates skipped so far because the loss or gradients were NaN/Inf
     world_size: int = 1
     rank_tokens_per_sec: list | None = None  # per-rank throughput when distributed
+    threads: int | None = None  # torch's CPU threads for this step (CPU training only)
 
 
 @dataclass(frozen=True)

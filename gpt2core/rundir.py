@@ -17,6 +17,7 @@ exclusive lock, so two trainers never interleave their files in one run director
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2core.errors import GPT2Error
+from gpt2core.errors import ConfigError, GPT2Error
 from gpt2core.events import CheckpointEvent, EvalEvent, Event, FailedEvent, FinishedEvent, RunStarted, StepEvent
 
 try:  # advisory locks exist on Linux and macOS; elsewhere the heartbeat alone tells liveness
@@ -46,6 +47,23 @@ STATES = ("starting", "running", "finished", "stopped", "failed")
 
 class RunBusyError(GPT2Error):
     """Another live process is writing this run directory."""
+
+
+def check_run_name(name: str) -> str:
+    """A run name is a folder under runs/ and checkpoints/: one plain path component. Names
+    come from users and from checkpoints (a resumed run's), so '../x' must never reach a path."""
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or name.startswith(".")
+        or any(c in name for c in "/\\")
+        or any(ord(c) < 32 for c in name)
+        or len(name) > 200
+    ):
+        raise ConfigError(
+            f"run name {name!r} cannot be a folder name: use 1 to 200 printable characters, no '/' or '\\', not starting with '.'"
+        )
+    return name
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:
@@ -221,12 +239,23 @@ class RunSummary:
     world_size: int = 1
 
 
+def _field(status: dict, key: str, kind: type) -> Any:
+    """One value of status.json if it has the right type, else None: the file may be damaged or
+    written by something else, and one bad run must not break the listing of all the others."""
+    value = status.get(key)
+    if kind is str:
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return kind(value)
+
+
 def read_run(run_dir: str | Path, *, now: float | None = None) -> RunSummary:
     run_dir = Path(run_dir)
     status = _read_json(run_dir / STATUS)
     status = status if isinstance(status, dict) else {}
-    state = status.get("state") or "unknown"
-    heartbeat = status.get("heartbeat")
+    state = _field(status, "state", str) or "unknown"
+    heartbeat = _field(status, "heartbeat", float)
     if state in ("starting", "running"):
         alive = writer_alive(run_dir) if status.get("host") == socket.gethostname() else None
         too_old = heartbeat is None or (now or time.time()) - heartbeat > STALE_AFTER_S
@@ -236,15 +265,15 @@ def read_run(run_dir: str | Path, *, now: float | None = None) -> RunSummary:
         name=run_dir.name,
         path=run_dir,
         state=state,
-        step=int(status.get("step") or 0),
-        max_steps=status.get("max_steps"),
-        best_val_loss=status.get("best_val_loss"),
-        started=status.get("started"),
+        step=_field(status, "step", int) or 0,
+        max_steps=_field(status, "max_steps", int),
+        best_val_loss=_field(status, "best_val_loss", float),
+        started=_field(status, "started", float),
         heartbeat=heartbeat,
-        pid=status.get("pid"),
-        host=status.get("host"),
-        message=status.get("message"),
-        world_size=int(status.get("world_size") or 1),
+        pid=_field(status, "pid", int),
+        host=_field(status, "host", str),
+        message=_field(status, "message", str),
+        world_size=_field(status, "world_size", int) or 1,
     )
 
 

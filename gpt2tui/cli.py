@@ -41,20 +41,37 @@ class _AliasedOption(click.Option):
         self.hidden_aliases = hidden_aliases
 
     def get_help_record(self, ctx: click.Context):
-        shown = self.opts
+        shown, shown_secondary = self.opts, self.secondary_opts
         self.opts = [o for o in shown if o not in self.hidden_aliases]
+        self.secondary_opts = [o for o in shown_secondary if o not in self.hidden_aliases]
         try:
             return super().get_help_record(ctx)
         finally:
-            self.opts = shown
+            self.opts, self.secondary_opts = shown, shown_secondary
+
+
+def _underscored(name: str) -> str | None:
+    """'--max-steps' -> '--max_steps'; '--compile/--no-compile' -> ' /--no_compile' (click's
+    spelling of a second name for the off switch only); None when nothing changes."""
+    halves = name.split("/")
+    converted = ["--" + h[2:].replace("-", "_") if h.startswith("--") else h for h in halves]
+    if converted == halves:
+        return None
+    if len(halves) == 1:
+        return converted[0]
+    first = converted[0] if converted[0] != halves[0] else " "
+    second = converted[1] if converted[1] != halves[1] else ""
+    return f"{first}/{second}"
 
 
 def option(*names: str, **kwargs: Any) -> Callable:
     """click.option that also accepts the specification's underscore spelling of every
-    dashed long flag (`--max-steps` and `--max_steps`), without listing both in --help."""
-    extra = tuple(n.replace("-", "_") for n in names if n.startswith("--") and "-" in n[2:])
+    dashed long flag (`--max-steps` and `--max_steps`, `--no-compile` and `--no_compile`),
+    without listing both in --help."""
+    extra = tuple(u for n in names if n.startswith("--") and (u := _underscored(n)) is not None)
     extra = tuple(n for n in extra if n not in names)
-    return click.option(*names, *extra, cls=_AliasedOption, hidden_aliases=extra, **kwargs)
+    hidden = tuple(half.strip() for n in extra for half in n.split("/") if half.strip())
+    return click.option(*names, *extra, cls=_AliasedOption, hidden_aliases=hidden, **kwargs)
 
 
 class LazyGroup(click.Group):
@@ -105,10 +122,12 @@ def _as_click_error(exc: Exception, ctx: click.Context) -> click.ClickException:
 
 @click.group(cls=LazyGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--runs-dir", default="runs", show_default=True, type=click.Path(file_okay=False), help="Where runs live.")
+@click.option("--checkpoints-dir", default="checkpoints", show_default=True, type=click.Path(file_okay=False), help="Where the console finds checkpoints (and its runs write them).")
+@click.option("--optuna-dir", default="optuna_results", show_default=True, type=click.Path(file_okay=False), help="Where the console finds Optuna studies (and starts new ones).")
 @click.option("--debug", is_flag=True, envvar="GPT2TUI_DEBUG", help="Show tracebacks for internal errors.")
 @click.version_option(__version__, prog_name="gpt2tui")
 @click.pass_context
-def cli(ctx: click.Context, runs_dir: str, debug: bool) -> None:
+def cli(ctx: click.Context, runs_dir: str, checkpoints_dir: str, optuna_dir: str, debug: bool) -> None:
     """GPT-2 from scratch: train, watch, tune, evaluate and chat, from one terminal.
 
     Run `gpt2tui` alone for the full-screen console, or a subcommand for headless work:
@@ -125,7 +144,7 @@ def cli(ctx: click.Context, runs_dir: str, debug: bool) -> None:
     if ctx.invoked_subcommand is None:
         from gpt2tui.app import run_app  # Textual loads only for the console
 
-        run_app(runs_dir=runs_dir)
+        run_app(runs_dir=runs_dir, checkpoints_dir=checkpoints_dir, optuna_dir=optuna_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,3 +52,21 @@ def micro_model(char_tokenizer):
 
     torch.manual_seed(0)
     return GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tiny models on one thread: the micro model gains nothing from a second
+    one, and on a busy 2-core machine the threads' spinning costs seconds per run."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory):
+    """A folder with SAMPLE_TEXT as corpus.txt, and room for a shared token cache (cache/)."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "corpus.txt").write_text(SAMPLE_TEXT)
+    return root

@@ -1,0 +1,160 @@
+"""Devices, numeric precision and the peak FLOPs that model FLOPs utilisation is measured against.
+
+Mixed precision by device, when ``mixed_precision`` is on and ``precision`` is "auto":
+
+- CUDA with bf16 (Ampere and newer): bf16 autocast, no loss scaling;
+- CUDA without bf16 (Volta, Turing): fp16 autocast with a GradScaler;
+- CPU: bf16 autocast only where the CPU computes bf16 natively (AMX or AVX512-BF16). Elsewhere
+  (AVX2 machines such as the one this was developed on) bf16 is emulated and about 20x slower
+  than fp32, so training stays in fp32;
+- MPS: fp32 (autocast there is still patchy across macOS versions).
+
+``precision`` bf16 / fp16 / fp32 forces a choice (fp16 on the CPU works, with loss scaling, but is
+slower than fp32 there: it exists to reproduce a GPU's fp16 numerics). TF32 matmuls are switched on
+for Ampere+ GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+from gpt2core.config import TrainConfig
+from gpt2core.errors import ConfigError
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str  # "bf16", "fp16" or "fp32"
+    device_type: str  # "cuda", "cpu", "mps"
+    reason: str  # why this one, for the log
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.name]
+
+    @property
+    def needs_scaler(self) -> bool:
+        # fp16 gradients underflow without loss scaling; torch.amp.GradScaler scales on CUDA and the CPU.
+        return self.name == "fp16" and self.device_type in ("cuda", "cpu")
+
+    def autocast(self):
+        if self.name == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16, read from /proc/cpuinfo (False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
+    kind = device.type
+    if cfg.precision != "auto":
+        if cfg.precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ConfigError("this GPU has no bf16; use --precision fp16 (with loss scaling) or fp32")
+        return Precision(cfg.precision, kind, "asked for with --precision")
+    if not cfg.mixed_precision:
+        return Precision("fp32", kind, "mixed precision off")
+    if kind == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", kind, "bf16 autocast (the GPU supports bf16)")
+        return Precision("fp16", kind, "fp16 autocast with loss scaling (the GPU has no bf16)")
+    if kind == "cpu":
+        if cpu_has_native_bf16():
+            return Precision("bf16", kind, "bf16 autocast (the CPU has native bf16)")
+        return Precision("fp32", kind, "fp32: this CPU has no native bf16, where bf16 autocast is ~20x slower")
+    return Precision("fp32", kind, f"fp32 on {kind}")
+
+
+def configure_backends(device: torch.device) -> None:
+    """TF32 matmuls and convolutions on Ampere and newer GPUs (free speed, ~fp16 mantissa on fp32 paths)."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOPS for bf16/fp16, by a substring of the GPU's name.
+# More specific names first: "H100 PCIe" must win over "H100".
+_GPU_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("GH200", 989.0),
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),
+    ("H800", 989.0),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("RTX 6000 Ada", 364.0),
+    ("A6000", 155.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
+)
+
+
+def peak_flops(device: torch.device, precision: Precision) -> float | None:
+    """The device's peak FLOP/s for this precision, or None where it is not known.
+
+    GPUs: the table above (fp32 counts as TF32, half the bf16 figure, on Ampere+; unknown on
+    older GPUs). CPUs: an estimate, threads x clock x FLOPs per cycle of the widest FMA units
+    (32 fp32 FLOPs per cycle for AVX2, 64 for AVX-512), from /proc/cpuinfo.
+    """
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        tflops = next((t for key, t in _GPU_PEAK_TFLOPS if key in name), None)
+        if tflops is None:
+            return None
+        if precision.name == "fp32":
+            return tflops * 1e12 / 2 if torch.cuda.get_device_capability(device)[0] >= 8 else None
+        return tflops * 1e12
+    if device.type == "cpu" and precision.name == "fp32":
+        return cpu_peak_flops()
+    return None
+
+
+def cpu_peak_flops() -> float | None:
+    capability = torch.backends.cpu.get_cpu_capability()
+    per_cycle = 64 if capability.startswith("AVX512") else 32 if capability == "AVX2" else 8
+    mhz = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("cpu MHz"):
+                    mhz = float(line.split(":", 1)[1])
+                    break
+    except (OSError, ValueError):
+        return None
+    if not mhz:
+        return None
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+    return threads * mhz * 1e6 * per_cycle

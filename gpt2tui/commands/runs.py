@@ -1,0 +1,63 @@
+"""`gpt2tui runs`: the runs on disk, newest first, with their state and best val loss."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from gpt2tui.cli import option
+
+
+@click.command()
+@option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where runs live [runs].")
+@option("--json", "as_json", is_flag=True, help="One JSON object per run, one per line.")
+@click.pass_context
+def runs(ctx: click.Context, runs_dir, as_json) -> None:
+    """List training runs: state, step, best val loss and when each was last heard from.
+
+    A run whose process died without saying so shows as 'stale'.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpt2core.rundir import list_runs
+    from gpt2tui.humanize import age, number
+
+    root = runs_dir or (ctx.obj or {}).get("runs_dir") or "runs"
+    found = list_runs(root)
+    now = time.time()
+    if as_json:
+        for r in found:
+            click.echo(
+                json.dumps(
+                    {
+                        "name": r.name,
+                        "state": r.state,
+                        "step": r.step,
+                        "max_steps": r.max_steps,
+                        "best_val_loss": r.best_val_loss,
+                        "started": r.started,
+                        "heartbeat": r.heartbeat,
+                        "pid": r.pid,
+                        "host": r.host,
+                        "message": r.message,
+                    }
+                )
+            )
+        return
+    if not found:
+        click.echo(f"no runs in {root}/ yet; start one with: gpt2tui train", err=True)
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column, justify in (("run", "left"), ("state", "left"), ("step", "right"), ("best val loss", "right"), ("last heard", "right"), ("started", "left")):
+        table.add_column(column, justify=justify, no_wrap=True)
+    colours = {"running": "green", "finished": "cyan", "stopped": "yellow", "failed": "red", "stale": "red"}
+    for r in found:
+        steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "–"
+        heard = f"{age(now - r.heartbeat)} ago" if r.heartbeat else "–"
+        state = f"[{colours.get(r.state, 'white')}]{r.state}[/]"
+        table.add_row(r.name, state, steps, number(r.best_val_loss), heard, started)
+    Console(soft_wrap=False).print(table)

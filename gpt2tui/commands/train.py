@@ -1,0 +1,235 @@
+"""`gpt2tui train`: train headless, with a live view on a terminal and plain lines elsewhere."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any, Callable
+
+import click
+
+from gpt2tui.cli import option
+from gpt2tui.distributed_launch import launch_options
+
+EXIT_FINISHED = 0  # a limit (steps, epochs, time budget) ended the run
+EXIT_DIVERGED = 3  # the loss stayed NaN/Inf; no checkpoint was written over the good ones
+EXIT_STOPPED = 130  # stopped early on request (Ctrl-C, SIGTERM, SIGHUP, the app's stop button), checkpoint saved
+
+# Flags that mean "no limit" when given 0.
+_ZERO_IS_NONE = ("max_steps", "max_epochs", "max_training_hours")
+
+
+class GracefulStop:
+    """Signal handling for the length of one run.
+
+    Before training starts (reading and tokenising data) a signal interrupts at once. Once
+    training runs, the first SIGINT / SIGTERM / SIGHUP sets the stop flag: the trainer finishes
+    its step, writes a checkpoint and returns. Later signals only say that the checkpoint is
+    being saved, so a second Ctrl-C cannot cut the save short.
+    """
+
+    def __init__(self, stop: threading.Event, say: Callable[[str], None]):
+        self.stop = stop
+        self.say = say
+        self.training = False
+        self.signalled = False
+        self.previous: dict[int, Any] = {}
+
+    def on_event(self, event) -> None:
+        if event.kind == "run_started":
+            self.training = True
+
+    def handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        self.signalled = True
+        if not self.training:
+            raise KeyboardInterrupt
+        if not self.stop.is_set():
+            self.stop.set()
+            self.say(f"{name}: finishing this step, then saving a checkpoint (further signals are ignored until it is saved)")
+        else:
+            self.say(f"{name}: still saving the checkpoint; it will exit as soon as the save is complete")
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+                if sig is not None:
+                    self.previous[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            # A process told to stop stays deaf while it prints its summary and exits: a repeated
+            # Ctrl-C landing after the save must not turn the clean stop into a KeyboardInterrupt.
+            signal.signal(sig, signal.SIG_IGN if self.signalled else handler)
+
+
+def _betas(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        b1, b2 = (float(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter("give two numbers separated by a comma, e.g. 0.9,0.95", param_hint="--betas") from None
+    return b1, b2
+
+
+def options_from_flags(config_file: str | None, betas: str | None, flags: dict[str, Any]) -> dict[str, Any]:
+    """Flat run options from a --config file and the run flags given (flags win). Shared with
+    `gpt2tui optimize`, which takes the same run flags for what its trials keep fixed."""
+    from gpt2core.config import load_options_file
+
+    options: dict[str, Any] = load_options_file(config_file) if config_file else {}
+    flags = dict(flags)
+    pair = _betas(betas)
+    if pair is not None:
+        flags["beta1"], flags["beta2"] = flags["beta1"] if flags["beta1"] is not None else pair[0], flags["beta2"] if flags["beta2"] is not None else pair[1]
+    flags["data"] = tuple(flags["data"]) or None
+    for key, value in flags.items():
+        if value is not None:
+            options[key] = None if key in _ZERO_IS_NONE and value == 0 else value
+    return options
+
+
+def _presets() -> list[str]:
+    from gpt2core.config import PRESETS
+
+    return ["auto", *PRESETS]
+
+
+@click.command(context_settings={"max_content_width": 110})
+@option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of options; flags given here override it.")
+@option("--preset", type=click.Choice(_presets()), default=None, help="Model size. Default auto: a few-minute run sized for this machine.")
+@option("--data", multiple=True, help="Text file, directory or glob (repeatable). Default: the built-in corpus.")
+@option("--dataset-name", default=None, help="Hugging Face dataset, e.g. wikitext (or a local dataset directory).")
+@option("--dataset-config", default=None, help="Its configuration, e.g. wikitext-2-raw-v1.")
+@option("--text-column", default=None, help="Dataset column holding the text [text].")
+@option("--tokenizer", type=click.Choice(["gpt2", "bpe", "char"]), default=None, help="gpt2 (OpenAI's), bpe (learned from the corpus) or char.")
+@option("--vocab-size", type=int, default=None, help="Tokens in a learned bpe vocabulary.")
+@option("--cache-dir", default=None, help="Token cache [$GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui].")
+@option("--d-model", type=int, default=None, help="Embedding width.")
+@option("--num-heads", type=int, default=None, help="Attention heads (must divide d-model).")
+@option("--num-layers", type=int, default=None, help="Transformer blocks.")
+@option("--d-ff", type=int, default=None, help="MLP hidden width [4 x d-model].")
+@option("--context-length", type=int, default=None, help="Tokens per training window.")
+@option("--dropout", type=float, default=None, help="Dropout probability.")
+@option("--batch-size", type=int, default=None, help="Sequences per micro-batch, all processes together [8 with a preset].")
+@option("--learning-rate", "--lr", type=float, default=None, help="Peak learning rate [3e-4 with a preset].")
+@option("--min-lr", type=float, default=None, help="Floor of the cosine decay [learning-rate / 10].")
+@option("--weight-decay", type=float, default=None, help="AdamW weight decay [0.01 with a preset].")
+@option("--betas", default=None, help="AdamW betas as 'beta1,beta2' [0.9,0.95].")
+@option("--beta1", type=float, default=None, help="AdamW beta1.")
+@option("--beta2", type=float, default=None, help="AdamW beta2.")
+@option("--warmup-steps", type=int, default=None, help="Linear warmup steps [2000 with a preset].")
+@option("--gradient-clip", type=float, default=None, help="Clip the gradient norm to this; 0 is off [1.0].")
+@option("--grad-accum", "--gradient-accumulation-steps", type=int, default=None, help="Micro-batches per optimizer step [1].")
+@option("--max-steps", type=int, default=None, help="Stop after this many steps; 0 is no limit.")
+@option("--max-epochs", type=float, default=None, help="Stop after this many passes over the data; 0 is no limit [10 with a preset].")
+@option("--max-training-hours", type=float, default=None, help="Wall-clock budget; the lr decay ends with it; 0 is none [12 with a preset].")
+@option("--mixed-precision/--no-mixed-precision", default=None, help="bf16/fp16 autocast where it is fast [on].")
+@option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None, help="Force a precision [auto].")
+@option("--compile/--no-compile", default=None, help="torch.compile the model [off].")
+@option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [auto].")
+@option("--seed", type=int, default=None, help="Random seed [1337].")
+@option("--eval-interval", type=int, default=None, help="Evaluate, sample and checkpoint every this many steps.")
+@option("--eval-iters", type=int, default=None, help="Validation batches per evaluation.")
+@option("--log-interval", type=int, default=None, help="Report progress every this many steps.")
+@option("--checkpoint-interval", type=int, default=None, help="Also checkpoint every this many steps [at each evaluation].")
+@option("--keep-last", type=int, default=None, help="Step checkpoints to keep, besides the best [3].")
+@option("--on-save-error", type=click.Choice(["stop", "continue"]), default=None, help="When a checkpoint cannot be written (disk full): stop (exit 1), or warn and continue [stop].")
+@option("--sample-prompt", default=None, help="Prompt of the sample at each evaluation [The].")
+@option("--sample-tokens", type=int, default=None, help="Tokens in that sample; 0 is no samples [100].")
+@option("--run-name", default=None, help="Name of the run [<preset>-<date>-<time>].")
+@option("--resume-from", default=None, help="Continue from a checkpoint directory, a run's checkpoint folder or a run name.")
+@option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where runs are written [runs].")
+@option("--checkpoints-dir", default="checkpoints", show_default=True, type=click.Path(file_okay=False), help="Where checkpoints are written.")
+@option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard event files into the run.")
+@option("--threads", default=None, help="CPU threads: N, or auto (the fastest as load changes) [auto in the no-option run, else torch's].")
+@option("--plain", is_flag=True, help="Plain log lines even on a terminal.")
+@launch_options
+@click.pass_context
+def train(ctx: click.Context, config_file, betas, run_name, resume_from, runs_dir, checkpoints_dir, tensorboard, threads, plain, **flags) -> None:
+    """Train a GPT-2 model; progress on stderr, the summary on stdout.
+
+    With no options it trains a small model on the built-in corpus for a few minutes, sized
+    for this machine. Flags override a --config TOML file; both override the plan.
+
+    \b
+    Examples:
+      gpt2tui train
+      gpt2tui train --preset tiny --data notes/ --max-steps 2000
+      gpt2tui train --preset gpt2 --dataset-name wikitext --dataset-config wikitext-2-raw-v1
+      gpt2tui train --resume-from tiny-20250101-120000 --max-training-hours 2
+      gpt2tui train --nproc 4 --preset small --batch-size 64     # 4 GPUs, 16 sequences each
+
+    Several processes (--nproc, or torchrun -m gpt2tui train): see docs/DISTRIBUTED.md.
+
+    Exit status: 0 finished, 1 error, 2 bad usage, 3 diverged (NaN/Inf loss), 130 stopped
+    early (Ctrl-C, SIGTERM, SIGHUP, stop request) with a checkpoint saved.
+    """
+    from gpt2core.defaults import build_run_config, config_for_resume
+    from gpt2core.distributed import Distributed
+    from gpt2core.train import Trainer
+    from gpt2tui.distributed_launch import launch_run, pop_launch_plan
+    from gpt2tui.progress import PlainLog, make_display, summary
+
+    launch = pop_launch_plan(flags)
+    if threads is not None:
+        if threads != "auto" and not (threads.isdigit() and int(threads) >= 1):
+            raise click.BadParameter("give a positive number of threads or 'auto'", param_hint="--threads")
+        flags["threads"] = threads if threads == "auto" else int(threads)
+    runs_dir = runs_dir or (ctx.obj or {}).get("runs_dir") or "runs"
+    options = options_from_flags(config_file, betas, flags)
+    if resume_from:
+        config, resume_from = config_for_resume(resume_from, options, checkpoints_dir)
+    else:
+        config = build_run_config(options)
+    if launch is not None:
+        Distributed(world_size=launch.world_size).rank_batch_size(config.train.batch_size)  # refuse a batch that does not split
+        if launch.nnodes > 1:  # the run directory is rank 0's, on whichever machine that is
+            ctx.exit(launch_run(ctx, launch, run_name=run_name, runs_dir=runs_dir, threads=threads))
+
+    stop = threading.Event()
+    trainer = Trainer(
+        config,
+        run_name=run_name,
+        runs_dir=runs_dir,
+        checkpoints_dir=checkpoints_dir,
+        resume_from=resume_from,
+        on_event=lambda e: (guard.on_event(e), display.on_event(e)),
+        stop=stop,
+        tensorboard=tensorboard,
+    )
+    if launch is not None:  # one machine: the trainer above checked the run and named it
+        ctx.exit(launch_run(ctx, launch, run_name=trainer.run_name, runs_dir=runs_dir, threads=threads))
+    place = Distributed.from_env()  # under torchrun, rank 0 speaks for the run
+    main = place.is_main
+    display = make_display(live=False if plain else None) if main else PlainLog()
+    guard = GracefulStop(stop, display.message)
+    if not main:
+        display.enabled = False
+        guard.training = True  # ranks > 0 hear no events; a signal there is agreed on at the next step
+    try:
+        with guard:
+            result = trainer.run()
+    except KeyboardInterrupt:
+        display.close()
+        if main:
+            click.echo("interrupted before training started; nothing was saved", err=True)
+        ctx.exit(EXIT_STOPPED)
+    finally:
+        display.close()
+    if result.reason == "diverged":
+        if main:
+            click.echo(f"Error: {result.message}", err=True)
+        ctx.exit(EXIT_DIVERGED)
+    if not main:
+        ctx.exit(EXIT_FINISHED)
+    try:
+        click.echo(summary(result, config.train.sample_prompt or "The"))
+    except OSError:
+        pass  # the terminal went away (SIGHUP); the checkpoint is saved and the exit code says how it ended
+    # Under torchrun a worker's non-zero status reads as a crash and stops the others, so a run
+    # stopped on request exits 0 there; `--nproc` reads the run's status and exits 130.
+    stopped = result.reason == "stopped" and not place.enabled
+    ctx.exit(EXIT_STOPPED if stopped else EXIT_FINISHED)

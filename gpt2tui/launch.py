@@ -1,0 +1,126 @@
+"""Start `gpt2tui` subcommands as their own detached processes.
+
+A run started from the console is a plain `python -m gpt2tui train ...` in a new session
+(``start_new_session``), so closing the app, its terminal or the SSH connection does not
+reach it; the app re-attaches by reading ``runs/<name>/`` like any other watcher. The
+process's output goes to ``runs/.launch/<name>.log`` (the run directory itself belongs to
+the trainer, which creates it). No Textual here: the form and the tests share these
+functions, and so will the study launcher of `gpt2tui optimize`.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAUNCH_LOGS = ".launch"  # under the runs directory; no status.json, so it never lists as a run
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What the new-run form asks for; empty values are left to the trainer's defaults."""
+
+    run_name: str
+    preset: str = ""
+    data: str = ""
+    tokenizer: str = ""
+    max_steps: str = ""
+    max_training_hours: str = ""
+    batch_size: str = ""
+    learning_rate: str = ""
+    eval_interval: str = ""
+    device: str = ""
+    extra: str = ""  # more flags, as typed on a command line
+    runs_dir: str = "runs"
+    checkpoints_dir: str = "checkpoints"
+
+
+_FLAGS = (
+    ("preset", "--preset"),
+    ("data", "--data"),
+    ("tokenizer", "--tokenizer"),
+    ("max_steps", "--max-steps"),
+    ("max_training_hours", "--max-training-hours"),
+    ("batch_size", "--batch-size"),
+    ("learning_rate", "--learning-rate"),
+    ("eval_interval", "--eval-interval"),
+    ("device", "--device"),
+)
+
+
+def train_command(request: TrainRequest) -> list[str]:
+    """The argv of `gpt2tui train` for a form; raises ValueError for text that is not flags."""
+    argv = [sys.executable, "-m", "gpt2tui", "train", "--run-name", request.run_name]
+    for attribute, flag in _FLAGS:
+        value = getattr(request, attribute).strip()
+        if value:
+            argv += [flag, value]
+    argv += ["--runs-dir", request.runs_dir, "--checkpoints-dir", request.checkpoints_dir]
+    argv += shlex.split(request.extra)  # ValueError on an unclosed quote
+    return argv
+
+
+def resume_command(run_name: str, checkpoint_dir: str | Path, *, runs_dir: str = "runs", checkpoints_dir: str = "checkpoints") -> list[str]:
+    """The argv that continues a stopped run in its own run directory."""
+    return [
+        sys.executable, "-m", "gpt2tui", "train",
+        "--resume-from", str(checkpoint_dir),
+        "--run-name", run_name,
+        "--runs-dir", runs_dir,
+        "--checkpoints-dir", checkpoints_dir,
+    ]  # fmt: skip
+
+
+def display_command(argv: list[str]) -> str:
+    """How the form shows the command: as a user would type it (`gpt2tui train ...`)."""
+    if argv[:3] == [sys.executable, "-m", "gpt2tui"]:
+        argv = ["gpt2tui", *argv[3:]]
+    return shlex.join(argv)
+
+
+def default_run_name(preset: str = "") -> str:
+    return f"{preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+@dataclass
+class Launched:
+    """A detached process the console started, and where its output goes."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen = field(repr=False)
+
+    def last_log_line(self) -> str:
+        try:
+            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return ""
+        return lines[-1] if lines else ""
+
+
+def launch_detached(argv: list[str], *, name: str, runs_dir: str | Path, cwd: str | Path | None = None) -> Launched:
+    """Start ``argv`` in a new session with its output in ``<runs_dir>/.launch/<name>.log``."""
+    log_dir = Path(runs_dir) / LAUNCH_LOGS
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("TEXTUAL", None)  # the child is headless even if the console runs under `textual run --dev`
+    with open(log_path, "ab") as log:
+        log.write(f"$ {display_command(argv)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # its own process group: no SIGHUP/SIGINT from our terminal
+        )
+    return Launched(name, argv, log_path, process)

@@ -1,0 +1,255 @@
+"""Chat: load any checkpoint (a run's best or latest, a path, a Hugging Face GPT-2 directory)
+and stream continuations token by token, with the sampler beside the transcript.
+
+torch loads in the first worker that needs it (listing checkpoints or loading a model), never
+on the UI thread. Generation runs in a thread worker that posts text pieces; Esc sets the
+stream's stop event. Each prompt is continued on its own (GPT-2 is not an instruction model).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer, Input, Select, Static
+from textual.worker import Worker
+
+from gpt2core.config import SampleConfig
+from gpt2tui.widgets.prompt_input import PromptInput
+from gpt2tui.widgets.sampler_panel import SamplerPanel
+from gpt2tui.widgets.transcript import Transcript, Turn
+from screens.base import ConsoleScreen
+
+POST_EVERY_S = 0.03  # batch streamed pieces: ~30 redraws a second however fast the model is
+
+
+class CheckpointsFound(Message):
+    def __init__(self, options: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.options = options
+
+
+class ModelLoaded(Message):
+    def __init__(self, source: str, model, tokenizer, description: str) -> None:
+        super().__init__()
+        self.source, self.model, self.tokenizer, self.description = source, model, tokenizer, description
+
+
+class Streamed(Message):
+    def __init__(self, text: str, outcome: str | None = None) -> None:
+        super().__init__()
+        self.text = text
+        self.outcome = outcome  # set on the last message of a reply
+
+
+class ChatScreen(ConsoleScreen):
+    BINDINGS = [
+        Binding("escape", "stop", "Stop", tooltip="Stop the reply that is streaming"),
+        Binding("ctrl+r", "regenerate", "Again", tooltip="Regenerate the last reply with a new seed"),
+        Binding("ctrl+s", "save", "Save", tooltip="Save the transcript to a Markdown file"),
+        Binding("ctrl+o", "focus_model", "Load", tooltip="Type a checkpoint, run name, 'latest' or a HF GPT-2 directory to load"),
+        Binding("ctrl+n", "clear", "Clear", show=False, tooltip="Clear the transcript"),
+        *(
+            Binding(key, f"knob('{name}', {step})", f"{label} {'+' if step > 0 else '-'}", show=False)
+            for name, label, down, up in (
+                ("temperature", "temperature", "t", "T"),
+                ("top_k", "top-k", "k", "K"),
+                ("top_p", "top-p", "p", "P"),
+                ("repetition_penalty", "repetition penalty", "e", "E"),
+                ("max_new_tokens", "max new tokens", "m", "M"),
+            )
+            for key, step in ((down, -1), (up, 1))
+        ),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = self.tokenizer = None
+        self.model_description = ""
+        self.stop_event = threading.Event()
+        self.generating = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="chat-source"):
+            yield Select([], prompt="checkpoints…", id="checkpoint-list", compact=True)
+            yield Input(placeholder="ctrl+o: checkpoint dir, run name, latest, or HF GPT-2 dir; enter", id="model-path", compact=True)
+        yield Static("No model loaded.", id="model-status")
+        with Horizontal(id="chat-body"):
+            yield Transcript(id="transcript")
+            yield SamplerPanel(id="sampler")
+        yield PromptInput(placeholder="Prompt; enter generates · ↑/↓ earlier prompts · esc stops", id="prompt")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.find_checkpoints()
+        self.query_one("#prompt", PromptInput).focus()
+
+    # -- choosing and loading a model --------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="find", exit_on_error=False, name="listing checkpoints")
+    def find_checkpoints(self) -> None:
+        from gpt2core.checkpoint import CheckpointStore
+
+        root = Path(self.app.checkpoints_dir)
+        runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
+        options = []
+        for run in runs:
+            store = CheckpointStore(run, cleanup=False)
+            if store.best() is not None:
+                options.append((f"{run.name} · best", str(store.best())))
+            steps = store.steps()
+            if steps:
+                options.append((f"{run.name} · step {steps[-1][0]}", str(steps[-1][1])))
+        self.post_message(CheckpointsFound(options))
+
+    def on_checkpoints_found(self, message: CheckpointsFound) -> None:
+        self.query_one("#checkpoint-list", Select).set_options(message.options)
+
+    @on(Select.Changed, "#checkpoint-list")
+    def _picked(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.load_checkpoint(event.value)
+
+    @on(Input.Submitted, "#model-path")
+    def _typed(self, event: Input.Submitted) -> None:
+        if event.value.strip():
+            self.load_checkpoint(event.value.strip())
+
+    def load_checkpoint(self, source: str) -> None:
+        self.query_one("#model-path", Input).value = source
+        self.query_one("#model-status", Static).update(f"Loading {source}…")
+        self._load(source)
+
+    @work(thread=True, exclusive=True, group="load", exit_on_error=False, name="loading the model")
+    def _load(self, source: str) -> None:
+        from gpt2core.loading import load_model_and_tokenizer
+
+        model, tokenizer, description = load_model_and_tokenizer(source, device="auto")
+        self.post_message(ModelLoaded(source, model, tokenizer, description))
+
+    def on_model_loaded(self, message: ModelLoaded) -> None:
+        if message.tokenizer is None:
+            self.query_one("#model-status", Static).update(f"{message.description}. Cannot chat without a tokenizer.")
+            self.notify(f"{message.source} has no tokenizer, so text cannot be encoded.", severity="error")
+            return
+        self.model, self.tokenizer, self.model_description = message.model, message.tokenizer, message.description
+        self.query_one("#model-status", Static).update(message.description)
+        self.notify(f"Loaded {message.source}", title="model ready")
+        self.query_one("#prompt", PromptInput).focus()
+
+    def worker_failed(self, worker: Worker) -> None:
+        super().worker_failed(worker)
+        if worker.group == "load":
+            status = "No model loaded." if self.model is None else self.model_description
+            self.query_one("#model-status", Static).update(status)
+        if worker.group == "generate":
+            self.generating = False
+
+    # -- generating ---------------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt(self, event: Input.Submitted) -> None:
+        prompt_input = self.query_one("#prompt", PromptInput)
+        if not event.value.strip() or not self._can_generate():
+            return
+        prompt_input.remember(event.value)
+        prompt_input.value = ""
+        self._start(Turn(event.value), replace=False)
+
+    def _can_generate(self) -> bool:
+        if self.model is None:
+            self.notify("Load a checkpoint first (ctrl+o or the list above).", severity="warning")
+            return False
+        if self.generating:
+            self.notify("Still generating; esc stops it.", severity="warning")
+            return False
+        return True
+
+    def _start(self, turn: Turn, *, replace: bool) -> None:
+        settings = self.query_one(SamplerPanel).sample_settings()
+        turn.settings, turn.seed, turn.reply, turn.outcome = settings, random.randrange(2**31), "", ""
+        transcript = self.query_one(Transcript)
+        if replace:
+            transcript.update_last()
+        else:
+            transcript.add_turn(turn)
+        self.stop_event = threading.Event()
+        self.generating = True
+        self._generate(turn.prompt, SampleConfig(seed=turn.seed, **settings), self.stop_event)
+
+    @work(thread=True, exclusive=True, group="generate", exit_on_error=False, name="generating")
+    def _generate(self, prompt: str, config: SampleConfig, stop_event: threading.Event) -> None:
+        from gpt2core.generate import stream_text
+
+        stream = stream_text(self.model, self.tokenizer, prompt, config, stop_event=stop_event)
+        pending, last_post = "", time.monotonic()
+        for piece in stream:
+            pending += piece
+            if time.monotonic() - last_post >= POST_EVERY_S:
+                self.post_message(Streamed(pending))
+                pending, last_post = "", time.monotonic()
+        truncated = f" · prompt cut by {stream.truncated_tokens} tokens" if stream.truncated_tokens else ""
+        outcome = f"{stream.new_tokens} tokens · {stream.tokens_per_sec:.0f} tok/s · {stream.finish_reason} · seed {config.seed}{truncated}"
+        self.post_message(Streamed(pending, outcome))
+
+    def on_streamed(self, message: Streamed) -> None:
+        transcript = self.query_one(Transcript)
+        if not transcript.turns:
+            return
+        turn = transcript.turns[-1]
+        turn.reply += message.text
+        if message.outcome is not None:
+            turn.outcome = message.outcome
+            self.generating = False
+        transcript.update_last()
+
+    # -- actions ------------------------------------------------------------------------------
+
+    def action_stop(self) -> None:
+        if self.generating:
+            self.stop_event.set()
+
+    def action_regenerate(self) -> None:
+        transcript = self.query_one(Transcript)
+        if not transcript.turns:
+            self.notify("Nothing to regenerate yet.", severity="warning")
+            return
+        if self._can_generate():
+            self._start(transcript.turns[-1], replace=True)
+
+    def action_save(self) -> None:
+        from screens.save_dialog import SaveDialog
+
+        if not self.query_one(Transcript).turns:
+            self.notify("The transcript is empty.", severity="warning")
+            return
+        default = f"chat-{time.strftime('%Y%m%d-%H%M%S')}.md"
+        self.app.push_screen(SaveDialog("Save transcript", default), self._save_to)
+
+    def _save_to(self, path: str | None) -> None:
+        if path:
+            self._write(path, self.query_one(Transcript).to_markdown(self.model_description))
+
+    @work(thread=True, group="save", exit_on_error=False, name="saving the transcript")
+    def _write(self, path: str, text: str) -> None:
+        target = Path(path).expanduser()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        self.app.call_from_thread(self.notify, f"Saved the transcript to {target}", title="saved")
+
+    def action_focus_model(self) -> None:
+        self.query_one("#model-path", Input).focus()
+
+    def action_clear(self) -> None:
+        if not self.generating:
+            self.query_one(Transcript).clear_turns()
+
+    def action_knob(self, name: str, step: int) -> None:
+        self.query_one(SamplerPanel).slider(name).action_nudge(step)
