@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
         ours, reference, diff = build_pair(shape, device)
         big = ours.config.d_model >= 768
-        seq_len = args.seq_len or (64 if big else min(ours.config.context_length, 128))
+        seq_len = min(args.seq_len or (64 if big else 128), ours.config.context_length)
         # transformers cannot generate past the context (ours can), so stay inside it
         new_tokens = min(args.new_tokens or (32 if big else 128), ours.config.context_length - args.prompt_len)
         iters = max(1, args.iters - 2) if big else args.iters

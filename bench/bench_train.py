@@ -44,7 +44,7 @@ from gpt2core.data import prepare_data  # noqa: E402
 from gpt2core.defaults import auto_options, build_run_config  # noqa: E402
 from gpt2core.events import EvalEvent, RunStarted, StepEvent  # noqa: E402
 from gpt2core.model import GPT  # noqa: E402
-from gpt2core.precision import device_description  # noqa: E402
+from gpt2core.precision import choose_precision, device_description  # noqa: E402
 from gpt2core.schedule import CosineSchedule  # noqa: E402
 from gpt2core.train import train  # noqa: E402
 
@@ -67,19 +67,20 @@ def _run(config: RunConfig, workdir: Path, name: str, on_event=None, stop=None):
 # -- presets ------------------------------------------------------------------------------------------
 
 
-def bench_presets(workdir: Path, steps: int) -> None:
+def bench_presets(workdir: Path, steps: int, names: list[str] | None, batch: int | None, compile_: bool) -> None:
     device = _device()
-    _header("preset throughput (real trainer, built-in corpus)", device)
-    names = ["micro", "tiny", "small"] + (["gpt2"] if device.type == "cuda" else [])
-    print(f"{'preset':8} {'params':>8} {'batch x ctx':>12} {'s/step':>8} {'tokens/s':>10} {'MFU':>7}")
+    _header(f"preset throughput (real trainer, built-in corpus{', torch.compile' if compile_ else ''})", device)
+    names = names or ["micro", "tiny", "small"] + (["gpt2"] if device.type == "cuda" else [])
+    print(f"{'preset':8} {'params':>8} {'batch x ctx':>12} {'precision':>9} {'s/step':>8} {'tokens/s':>10} {'MFU':>7}")
     for name in names:
         model = preset(name)
-        batch = 8 if name != "micro" else 32
+        rows = batch or (8 if name != "micro" else 32)
         options = dict(
             preset=name,
             tokenizer="gpt2" if name == "gpt2" else ("char" if name == "micro" else "bpe"),
             cache_dir=str(workdir / "cache"),
-            batch_size=batch,
+            batch_size=rows,
+            compile=compile_,
             max_steps=steps,
             max_epochs=None,
             max_training_hours=None,
@@ -90,13 +91,15 @@ def bench_presets(workdir: Path, steps: int) -> None:
             sample_tokens=0,
         )
         records = []
-        _run(build_run_config(options), workdir, f"preset-{name}", on_event=lambda e: records.append(e) if isinstance(e, (StepEvent, RunStarted)) else None)
+        config = build_run_config(options)
+        precision = choose_precision(config.train, device).name
+        _run(config, workdir, f"preset-{name}", on_event=lambda e: records.append(e) if isinstance(e, (StepEvent, RunStarted)) else None)
         params = next(e.num_params for e in records if isinstance(e, RunStarted))
-        timed = [e for e in records if isinstance(e, StepEvent) and e.step > 2]  # the first steps allocate and warm caches
+        timed = [e for e in records if isinstance(e, StepEvent) and e.step > max(2, steps // 4)]  # the first steps allocate, warm caches, compile
         tps = float(np.median([e.tokens_per_sec for e in timed]))
         mfu = [e.mfu for e in timed if e.mfu is not None]
         print(
-            f"{name:8} {params / 1e6:7.2f}M {batch:>5} x {model.context_length:<5} {batch * model.context_length / tps:8.3f} "
+            f"{name:8} {params / 1e6:7.2f}M {rows:>5} x {model.context_length:<5} {precision:>9} {rows * model.context_length / tps:8.3f} "
             f"{tps:10.0f} {(np.median(mfu) * 100 if mfu else float('nan')):6.1f}%"
         )
 
@@ -255,6 +258,9 @@ def main() -> None:
     parser.add_argument("sections", nargs="*", choices=["presets", "target", "compare", []], help="what to run (default: all three)")
     parser.add_argument("--steps", type=int, default=2000, help="steps of the comparison run")
     parser.add_argument("--preset-steps", type=int, default=12, help="steps per preset in the throughput table")
+    parser.add_argument("--presets", default=None, help="comma-separated presets of the throughput table (default: micro,tiny,small, and gpt2 on a GPU)")
+    parser.add_argument("--batch", type=int, default=None, help="batch of every preset row (default: 8, 32 for micro)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the preset rows")
     parser.add_argument("--target", type=float, default=4.0, help="val loss the default plan must reach (bpe tokens)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--nanogpt-eval", action="store_true", help="also time the reference with nanoGPT's train+val evaluation")
@@ -267,7 +273,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(args.workdir or tmp)
         if "presets" in args.sections:
-            bench_presets(workdir, args.preset_steps)
+            bench_presets(workdir, args.preset_steps, args.presets.split(",") if args.presets else None, args.batch, args.compile)
         if "target" in args.sections:
             bench_target(workdir, args.target)
         if "compare" in args.sections:
