@@ -433,16 +433,20 @@ def _load_weights(model: GPT, path: Path) -> None:
     for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
         if a not in tensors and b in tensors:
             tensors[a] = tensors[b]
+    require_tensors_fit(expected, tensors, where=str(path), config="the config")
+    model.load_state_dict(tensors, strict=True)
+
+
+def require_tensors_fit(expected: dict[str, tuple[int, ...]], tensors: Mapping[str, Any], *, where: str, config: str) -> None:
+    """Refuse (CheckpointError) tensors whose names or shapes differ from ``expected``: loading
+    them would fail deep inside torch, or worse, broadcast into a model of another shape."""
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the model in its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
+        raise CheckpointError(f"{where} does not fit the model {config} describes: missing {missing[:3]}, unexpected {unexpected[:3]}")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
-            raise CheckpointError(f"{path}: {key} has shape {tuple(tensors[key].shape)}, the config needs {shape}")
-    model.load_state_dict(tensors, strict=True)
+            raise CheckpointError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, {config} needs {shape}")
 
 
 def load_trainer_state(path: str | Path) -> Any:

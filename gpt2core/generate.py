@@ -160,9 +160,12 @@ def iter_tokens(
     The KV cache makes each step one position's compute; past the context length the last
     3/4 window is re-run (see the module docstring). ``vocab_limit`` keeps ids below the
     tokenizer's size when the model's vocabulary is padded. EOS and stop strings are the
-    caller's business: this function only knows ids. The model runs in eval mode and is put
-    back in the mode it was in when the iterator finishes or is closed.
+    caller's business: this function only knows ids. Draws come from ``generator``, or without
+    one from a generator seeded with ``config.seed`` (never the global RNG). The model runs in
+    eval mode and is put back in the mode it was in when the iterator finishes or is closed.
     """
+    if generator is None:
+        generator = make_generator(config.seed, idx.device)
     context = model.config.context_length
     B, T = idx.shape
     if not 1 <= T <= context:

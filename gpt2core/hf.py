@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from gpt2core.checkpoint import _unwrap
+from gpt2core.checkpoint import _unwrap, require_tensors_fit
 from gpt2core.config import ModelConfig
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
 from gpt2core.model import GPT
@@ -195,15 +195,7 @@ def load_hf_weights(model: GPT, tensors: Mapping[str, torch.Tensor], *, tie: boo
     tensors = _to_our_keys(tensors)
     head = tensors.pop("lm_head.weight", None)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{where} does not fit a GPT-2 of its config.json: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise CheckpointError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, config.json needs {shape}")
+    require_tensors_fit(expected, tensors, where=where, config="its config.json")
     wte = tensors["transformer.wte.weight"]
     if not tie:
         if head is None:

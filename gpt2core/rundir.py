@@ -289,13 +289,15 @@ def list_runs(runs_root: str | Path) -> list[RunSummary]:
 def request_stop(run_dir: str | Path) -> None:
     """Ask a run to stop gracefully (it finishes the step and checkpoints). The file works
     across machines sharing the filesystem; on this machine the process also gets SIGTERM so
-    a run busy in a long step hears it at once."""
+    a run busy in a long step hears it at once; a run this very process writes (a notebook
+    training in a thread) gets only the file, which its trainer reads after every step."""
     import signal
 
     run_dir = Path(run_dir)
     (run_dir / STOP_REQUEST).touch()
     summary = read_run(run_dir)
-    if summary.state in ("starting", "running") and summary.pid and summary.host == socket.gethostname():
+    live_elsewhere = summary.pid and summary.pid != os.getpid() and summary.host == socket.gethostname()
+    if summary.state in ("starting", "running") and live_elsewhere:
         try:
             os.kill(summary.pid, signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
