@@ -2,7 +2,7 @@
 that cannot reach the hub.
 
     python bench/gpt2_tokenizer_standin.py /tmp/hf
-    HF_HOME=/tmp/hf HF_HUB_OFFLINE=1 python bench/bench_train.py presets --gpu-only
+    HF_HOME=/tmp/hf HF_HUB_OFFLINE=1 python bench/bench_train.py presets --presets gpt2 --batch 32 --compile
 
 The `gpt2` preset needs `--tokenizer gpt2`, whose 50,257 tokens set the size of the embedding and
 the LM head (38.6M of the 124M parameters). Offline, OpenAI's files are unavailable, so this writes
