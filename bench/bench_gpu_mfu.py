@@ -7,6 +7,9 @@ the LM head's shape costs (50,257 is not a multiple of 64; nanoGPT pads it to 50
 
 Each row: torch.compile, bf16 autocast, fused AdamW, SDPA attention, random tokens already on the
 GPU, CUDA-event timing over --steps steps after --warmup.
+
+A diagnostic probe, not an ours-vs-reference benchmark: it measures no reference of its own, so
+compare its rows with `bench_train.py presets --presets gpt2 --compile` run on the same machine.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def save_checkpoint(
     directory = Path(directory)
     gpt = _unwrap(model)
     parent = directory.parent
-    tmp = parent / f"{_TMP_PREFIX}{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = _side_path(_TMP_PREFIX, directory)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -239,7 +239,7 @@ def _install(tmp: Path, target: Path) -> None:
     parent = target.parent
     old = None
     if target.exists():
-        old = parent / f"{_OLD_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        old = _side_path(_OLD_PREFIX, target)
         os.rename(target, old)
     try:
         os.rename(tmp, target)
@@ -257,7 +257,7 @@ def link_checkpoint(source: str | Path, target: str | Path) -> Path:
     space), falling back to copies where the filesystem has no hard links; atomic like a save."""
     source, target = Path(source), Path(target)
     verify_checkpoint(source, full=False)
-    tmp = target.parent / f"{_TMP_PREFIX}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = _side_path(_TMP_PREFIX, target)
     try:
         tmp.mkdir(parents=True)
         for path in source.iterdir():
@@ -343,16 +343,31 @@ def verify_checkpoint(directory: str | Path, *, full: bool = True) -> dict:
     Raises CheckpointError naming the first file that is wrong; returns the manifest."""
     directory = Path(directory)
     manifest = read_manifest(directory)
+    stamps = []
     for name, entry in manifest["files"].items():
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{path} is missing; the checkpoint is incomplete")
-        size = path.stat().st_size
-        if size != entry["bytes"]:
-            raise CheckpointError(f"{path} is {size} bytes but the manifest says {entry['bytes']}: the file is truncated or altered")
-        if full and sha256_of(path) != entry["sha256"]:
-            raise CheckpointError(f"{path} does not match its checksum in the manifest: the file is corrupt")
+        stat = path.stat()
+        if stat.st_size != entry["bytes"]:
+            raise CheckpointError(f"{path} is {stat.st_size} bytes but the manifest says {entry['bytes']}: the file is truncated or altered")
+        stamps.append((name, entry["sha256"], stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    if not full:
+        return manifest
+    key, stamp = directory.resolve(), tuple(stamps)
+    if _hashed_ok.get(key) == stamp:  # verified earlier in this process and untouched since
+        return manifest
+    for name, entry in manifest["files"].items():
+        if sha256_of(directory / name) != entry["sha256"]:
+            raise CheckpointError(f"{directory / name} does not match its checksum in the manifest: the file is corrupt")
+    _hashed_ok[key] = stamp
     return manifest
+
+
+# Checkpoints whose every file matched its SHA-256 in this process, with each file's inode, size
+# and mtime then: resuming verifies before reading the config and again before loading, and a
+# 124M run's files are 1.5 GB to hash. Any write or replacement changes a stamp and re-hashes.
+_hashed_ok: dict[Path, tuple] = {}
 
 
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
@@ -408,18 +423,22 @@ def load_checkpoint(
 
 
 def _check_weights_size(config: ModelConfig, path: Path) -> None:
-    """Refuse a config.json that asks for more parameters than the weights file can hold
-    before allocating them: a damaged or crafted config must not exhaust memory."""
     try:
         size = path.stat().st_size
     except OSError:
         raise CheckpointError(f"{path} is missing; the checkpoint is incomplete") from None
+    require_weights_size(config, size, where=str(path))
+
+
+def require_weights_size(config: ModelConfig, size: int, *, where: str) -> None:
+    """Refuse a config.json that asks for more parameters than ``size`` bytes of weights can
+    hold, before allocating them: a damaged or crafted config must not exhaust memory."""
     params = config.num_params()
-    # No dtype we write is smaller than 2 bytes a value. The slack lets a small honest mismatch
-    # reach _load_weights, whose error names the tensor and both shapes.
+    # No dtype GPT-2 weights are stored in (ours or Hugging Face's) is smaller than 2 bytes a value.
+    # The slack lets a small honest mismatch reach require_tensors_fit, whose error names the tensor.
     if params * 2 > size + _SIZE_SLACK:
         raise CheckpointError(
-            f"{path} holds {size:,} bytes, too few for the {params:,}-parameter model its config.json describes"
+            f"{where} holds {size:,} bytes, too few for the {params:,}-parameter model its config.json describes"
         )
 
 
@@ -489,7 +508,7 @@ def resolve_checkpoint(path: str | Path, *, prefer: str = "best", root: str | Pa
     if not path.exists() and len(path.parts) == 1:
         root = Path(root)
         if str(path) == "latest":
-            runs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+            runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []  # hidden: mid-deletion
             newest = max(
                 ((c.stat().st_mtime, c) for r in runs if (c := CheckpointStore(r, cleanup=False).latest()) is not None),
                 default=None,
@@ -586,19 +605,26 @@ class CheckpointStore:
 
     def prune(self) -> None:
         for _, path in self.steps()[: -self.keep_last]:
-            _delete_checkpoint(path)
+            delete_checkpoint(path)
 
 
-def _delete_checkpoint(path: Path) -> None:
-    """Delete a checkpoint directory so that a crash half-way never leaves a directory with
-    its manifest but without its weights: rename it out of the way first (atomic), then
-    delete; ``CheckpointStore._recover`` removes what a crash leaves of the renamed one."""
-    doomed = path.parent / f"{_TMP_PREFIX}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def delete_checkpoint(path: Path) -> None:
+    """Delete a checkpoint directory (or a run's folder of them) so that a crash half-way never
+    leaves a directory with its manifest but without its weights: rename it out of the way
+    first (atomic), then delete. What a crash leaves is a hidden ``.tmp-`` directory, which no
+    loader takes for a checkpoint; ``CheckpointStore._recover`` removes those inside a run."""
+    doomed = _side_path(_TMP_PREFIX, path)
     try:
         os.rename(path, doomed)
     except OSError:
         return  # already gone (another process pruned it)
     shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _side_path(prefix: str, path: Path) -> Path:
+    """``<prefix><name>-<pid>-<random>`` beside ``path``: a temporary or swapped-out directory
+    whose writer ``_recover`` can tell alive (``_parse_temp_name`` reads the name back)."""
+    return path.parent / f"{prefix}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _parse_temp_name(rest: str) -> tuple[str, int | None]:

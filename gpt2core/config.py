@@ -263,6 +263,10 @@ class DataConfig:
             self.dataset_config is None or self.dataset_name is not None,
             "--dataset-config needs --dataset-name",
         )
+        for name in ("dataset_name", "dataset_config"):  # from a TOML file they may be any type
+            value = getattr(self, name)
+            _require(value is None or isinstance(value, str), f"{name} must be text, got {value!r}")
+        _require(isinstance(self.text_column, str) and self.text_column, f"text_column must be non-empty text, got {self.text_column!r}")
         _require(
             self.tokenizer is None or self.tokenizer in TOKENIZER_KINDS,
             f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}",

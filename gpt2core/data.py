@@ -306,33 +306,32 @@ class PreparedData:
         }
 
     def require(self, split: str, min_tokens: int) -> np.ndarray:
-        tokens = self.splits[split]
-        if len(tokens) < min_tokens:
-            raise DataError(
-                f"the {split} split has {len(tokens)} tokens, fewer than one context window plus one ({min_tokens}); "
-                "use a longer corpus or a smaller --context-length"
-            )
-        return tokens
+        return _require_tokens(self.splits[split], split, min_tokens)
 
 
-def _atomic_dir(final: Path):
-    """A context that yields a temporary directory and renames it to ``final`` on success."""
+def _require_tokens(tokens: np.ndarray, split: str, min_tokens: int) -> np.ndarray:
+    if len(tokens) < min_tokens:
+        raise DataError(
+            f"the {split} split has {len(tokens)} tokens, fewer than one context window plus one ({min_tokens}); "
+            "use a longer corpus or a smaller --context-length"
+        )
+    return tokens
 
-    @contextmanager
-    def manager() -> Iterator[Path]:
-        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+
+@contextmanager
+def _atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory and rename it to ``final`` on success."""
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
         try:
-            yield tmp
-            try:
-                os.rename(tmp, final)
-            except OSError:
-                if not final.exists():  # another process finishing the same entry first is fine
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    return manager()
+            os.rename(tmp, final)
+        except OSError:
+            if not final.exists():  # another process finishing the same entry first is fine
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cache_root(cfg: DataConfig) -> Path:
@@ -407,19 +406,24 @@ def prepare_data(cfg: DataConfig, *, tokenizer: Tokenizer | None = None, corpus:
                 _write_token_files(tmp, corpus, tokenizer)
         except OSError as exc:
             raise DataError(f"cannot write the token cache under {cache_dir}: {exc.strerror or exc}; choose another with --cache-dir") from None
-    meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
-    dtype = np.dtype(meta["dtype"])
-    splits = {
-        s: (np.memmap(entry / f"{s}.bin", dtype=dtype, mode="r") if meta["tokens"][s] else np.zeros(0, dtype=dtype))
-        for s in SPLITS
-    }
+    try:
+        meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        dtype = np.dtype(meta["dtype"])
+        splits = {
+            s: (np.memmap(entry / f"{s}.bin", dtype=dtype, mode="r") if meta["tokens"][s] else np.zeros(0, dtype=dtype))
+            for s in SPLITS
+        }
+        split_bytes = {s: int(meta["bytes"][s]) for s in SPLITS}
+        unigram_loss = float(meta["unigram_loss"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # entries go in whole, so this one was altered afterwards
+        raise DataError(f"cannot read the token cache entry {entry} ({type(exc).__name__}: {exc}); delete it and it is rebuilt") from None
     return PreparedData(
         tokenizer=tokenizer,
         splits=splits,
-        split_bytes={s: int(meta["bytes"][s]) for s in SPLITS},
+        split_bytes=split_bytes,
         description=corpus.description,
         cache_path=entry,
-        unigram_loss=float(meta["unigram_loss"]),
+        unigram_loss=unigram_loss,
         reused=reused,
     )
 
@@ -477,12 +481,7 @@ class BatchSampler:
         rank: int = 0,
         world_size: int = 1,
     ):
-        if len(tokens) < context_length + 1:
-            raise DataError(
-                f"the training split has {len(tokens)} tokens, fewer than one context window plus one "
-                f"({context_length + 1}); use a longer corpus or a smaller --context-length"
-            )
-        self.tokens = tokens
+        self.tokens = _require_tokens(tokens, "training", context_length + 1)
         self.batch_size = batch_size
         self.context_length = context_length
         self.rank, self.world_size = rank, world_size

@@ -11,7 +11,7 @@ training defaults instead (batch 8, lr 3e-4, 10 epochs, 12 hours, ...).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
@@ -22,6 +22,9 @@ from gpt2core.config import (
     run_config_from_options,
 )
 from gpt2core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gpt2core.checkpoint import CheckpointInfo
 
 AUTO = "auto"
 QUICK_RUN_MINUTES = 4.5  # the training part of the default run; start-up and the summary fit in 5 minutes
@@ -127,15 +130,23 @@ def resume_config(saved: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     return saved.replace(data=data, train=train)
 
 
-def config_for_resume(resume_from: str | Path, overrides: Mapping[str, Any], checkpoints_dir: str | Path = "checkpoints") -> tuple[RunConfig, Path]:
-    """(the config to continue with, the checkpoint directory) for ``--resume-from`` and options
-    given alongside it. The latest step checkpoint of a run is taken, not its best."""
+def resume_point(resume_from: str | Path, checkpoints_dir: str | Path = "checkpoints") -> tuple[Path, CheckpointInfo, RunConfig]:
+    """(the checkpoint directory, its info, the run config it records) for ``--resume-from``:
+    the latest step checkpoint of a run, not its best, with every byte verified first."""
     from gpt2core.checkpoint import read_checkpoint_info, resolve_checkpoint, verify_checkpoint
     from gpt2core.errors import CheckpointError
 
     directory = resolve_checkpoint(resume_from, prefer="latest", root=checkpoints_dir)
     verify_checkpoint(directory)  # a damaged config.json must be named, not half-read
-    saved = read_checkpoint_info(directory).meta.get("run_config")
+    info = read_checkpoint_info(directory)
+    saved = info.meta.get("run_config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{directory} does not record its run config, so training cannot resume from it")
-    return resume_config(RunConfig.from_dict(saved), overrides), directory
+    return directory, info, RunConfig.from_dict(saved)
+
+
+def config_for_resume(resume_from: str | Path, overrides: Mapping[str, Any], checkpoints_dir: str | Path = "checkpoints") -> tuple[RunConfig, Path]:
+    """(the config to continue with, the checkpoint directory) for ``--resume-from`` and options
+    given alongside it."""
+    directory, _, saved = resume_point(resume_from, checkpoints_dir)
+    return resume_config(saved, overrides), directory

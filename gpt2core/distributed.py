@@ -124,9 +124,6 @@ class RankWriter:
     def stop_requested(self) -> bool:
         return False  # rank 0 reads the stop_request file; the step agreement tells the others
 
-    def update_status(self, **fields) -> None:
-        pass
-
     def close(self, state: str | None = None, message: str | None = None) -> None:
         pass
 

@@ -257,8 +257,6 @@ def generate(
             raise ConfigError("an empty prompt starts from the end-of-text token, but no eos_id is known; pass eos_id=")
         idx = torch.full((idx.size(0), 1), start, dtype=torch.long, device=model.device)
     idx = idx[:, -model.config.context_length :]
-    if generator is None:
-        generator = make_generator(seed, model.device)
 
     steps = iter_tokens(model, idx, config, generator=generator, vocab_limit=vocab_limit)
     new: list[torch.Tensor] = []
@@ -367,8 +365,7 @@ class TextStream:
         config = self.config
         started = time.perf_counter()
         idx = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
-        generator = make_generator(config.seed, model.device)
-        steps = iter_tokens(model, idx, config, generator=generator, vocab_limit=tokenizer.vocab_size)
+        steps = iter_tokens(model, idx, config, vocab_limit=tokenizer.vocab_size)  # draws seeded by config.seed
         decoder = tokenizer.stream_decoder()
         decoded = ""  # every character decoded so far; self.text is the part already yielded
         reason = "length"

@@ -31,7 +31,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from gpt2core.checkpoint import _unwrap, require_tensors_fit
+from gpt2core.checkpoint import _unwrap, require_tensors_fit, require_weights_size
 from gpt2core.config import ModelConfig
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
 from gpt2core.model import GPT
@@ -247,8 +247,10 @@ def load_hf(source: str | Path) -> HFImport:
         raise CheckpointError(f"{config_path} is malformed: expected a JSON object")
     config = model_config_from_hf(hf_config, where=str(config_path))
     tensors: dict[str, torch.Tensor] = {}
-    for path in _weight_files(directory):
+    files = _weight_files(directory)
+    for path in files:
         tensors.update(_read_weight_file(path))
+    require_weights_size(config, sum(path.stat().st_size for path in files), where=str(directory))
     model = GPT(config)
     load_hf_weights(model, tensors, tie=bool(hf_config.get("tie_word_embeddings", True)), where=str(directory))
     model.eval()

@@ -247,7 +247,8 @@ def open_study(settings: StudySettings, *, worker_index: int = 0) -> OpenStudy:
                 "use the same --space or a new --study-name"
             )
         stored_options = study.user_attrs.get(STUDY_OPTIONS_ATTR) or {}
-        changed = sorted(k for k in set(stored_options) | set(settings.fixed_options) if stored_options.get(k) != _jsonable(settings.fixed_options).get(k))
+        fixed_options = _jsonable(settings.fixed_options)
+        changed = sorted(k for k in set(stored_options) | set(fixed_options) if stored_options.get(k) != fixed_options.get(k))
         if changed:
             opened.warnings.append(
                 f"study {settings.study_name!r} continues with different fixed options ({', '.join(changed)}); "
@@ -472,9 +473,9 @@ def delete_checkpoints_of_worse_trials(study: Any, settings: StudySettings) -> l
     """Remove the checkpoint folders of finished trials that are not the study's best (their
     run directories, with the TensorBoard logs, stay). Trials still running are left alone,
     so a worker never deletes what another is writing or has just made the best."""
-    import shutil
-
     from optuna.trial import TrialState
+
+    from gpt2core.checkpoint import delete_checkpoint
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -486,7 +487,7 @@ def delete_checkpoints_of_worse_trials(study: Any, settings: StudySettings) -> l
             continue
         folder = Path(settings.checkpoints_dir) / run_name
         if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            delete_checkpoint(folder)  # renamed first: a crash never leaves a half-deleted run
             removed.append(run_name)
     return removed
 

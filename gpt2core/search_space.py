@@ -61,6 +61,9 @@ class Param:
         where = f"search space parameter {self.name!r}"
         if self.kind not in KINDS:
             raise ConfigError(f"{where}: type must be one of {', '.join(KINDS)}, got {self.kind!r}")
+        for flag in ("enabled", "log"):  # a TOML string such as "false" would otherwise read as true
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{where}: '{flag}' must be true or false, got {getattr(self, flag)!r}")
         if self.kind == "categorical":
             if not self.choices:
                 raise ConfigError(f"{where}: a categorical parameter needs a non-empty 'choices' list")

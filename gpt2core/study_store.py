@@ -12,9 +12,9 @@ Storage (``resolve_storage`` / ``open_storage``):
 
 Coordination, all through the storage itself so it works across machines:
 
-- the trial budget (``claim_trial``): ``--n-trials`` is the number of trials the *study* should
-  hold, counted across workers, machines and re-runs; a worker claims a trial only while the
-  count is short, under a file lock for workers on this machine.
+- the trial budget (``budget_used`` under ``claim_lock``): ``--n-trials`` is the number of trials
+  the *study* should hold, counted across workers, machines and re-runs; a worker claims a trial
+  only while the count is short, under a file lock for workers on this machine.
 - liveness: each running trial records its worker (host, pid). RDB storages use Optuna's
   native heartbeats; the journal backend has none in Optuna 5, so the worker writes a
   ``heartbeat`` user attribute every ``heartbeat_interval`` seconds. ``fail_stale_trials``

@@ -38,7 +38,6 @@ class TensorBoardLogger:
         self.log_dir = Path(log_dir)
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=10)
         self._config: dict = {}
-        self._last_step = 0
 
     def on_event(self, event: Event) -> None:
         w = self.writer
@@ -46,7 +45,6 @@ class TensorBoardLogger:
             self._config = event.config
             w.add_text("config", "```\n" + json.dumps(event.config, indent=2) + "\n```", event.start_step)
         elif isinstance(event, StepEvent):
-            self._last_step = event.step
             if math.isfinite(event.loss):
                 w.add_scalar("train/loss", event.loss, event.step)
             w.add_scalar("train/lr", event.lr, event.step)

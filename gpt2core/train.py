@@ -22,17 +22,10 @@ from typing import Callable
 
 import torch
 
-from gpt2core.checkpoint import (
-    CheckpointStore,
-    load_checkpoint,
-    load_trainer_state,
-    read_checkpoint_info,
-    resolve_checkpoint,
-    verify_checkpoint,
-)
+from gpt2core.checkpoint import CheckpointStore, load_checkpoint, load_trainer_state
 from gpt2core.config import RunConfig
 from gpt2core.data import BatchSampler, PreparedData, eval_starts, prepare_data
-from gpt2core.defaults import resolve_tokenizer
+from gpt2core.defaults import resolve_tokenizer, resume_point
 from gpt2core.distributed import Distributed, RankWriter, batch_layout
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
 from gpt2core.evaluate import eval_batch_size
@@ -104,14 +97,12 @@ class Trainer:
         self.resumed_run_name: str | None = None
         self.state: dict | None = None
         if resume_from is not None:
-            self.resume_dir = resolve_checkpoint(resume_from, prefer="latest", root=self.checkpoints_root)
-            verify_checkpoint(self.resume_dir)  # every byte, before its config and state are believed
-            info = read_checkpoint_info(self.resume_dir)
+            self.resume_dir, info, saved = resume_point(resume_from, self.checkpoints_root)
             self.state = load_trainer_state(self.resume_dir)
-            saved = info.meta.get("run_config")
-            if not isinstance(saved, dict):
-                raise CheckpointError(f"{self.resume_dir} does not record its run config, so training cannot resume from it")
-            config = config or RunConfig.from_dict(saved)
+            found = self.state.get("format") if isinstance(self.state, dict) else None
+            if found != STATE_FORMAT:  # refused now, before any tokenising or process group
+                raise CheckpointError(f"{self.resume_dir} has trainer state format {found!r}; this gpt2tui reads {STATE_FORMAT}")
+            config = config or saved
             self.resumed_run_name = info.meta.get("run_name")
             run_name = run_name or self.resumed_run_name
         if config is None:
@@ -210,8 +201,6 @@ class Trainer:
             self._restore(self.state)
 
     def _restore(self, state: dict) -> None:
-        if state.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"{self.resume_dir} has trainer state format {state.get('format')!r}; this gpt2tui reads {STATE_FORMAT}")
         self.optimizer.load_state_dict(state["optimizer"])
         t = self.config.train
         for group in self.optimizer.param_groups:  # changed options on resume take effect

@@ -4,7 +4,7 @@
 headless and never import Textual. Subcommands live in gpt2tui/commands/, one module each,
 and are imported only when invoked, so `gpt2tui --help` is instant and `train` stays light.
 
-Errors: a ``GPT2Error`` (bad input the user can fix) becomes a one-line ``error: ...`` and exit
+Errors: a ``GPT2Error`` (bad input the user can fix) becomes a one-line ``Error: ...`` and exit
 code 1; click's usage errors exit 2. Anything else is a bug: one line naming it, and the
 traceback only with ``--debug`` (or GPT2TUI_DEBUG=1).
 """
@@ -72,6 +72,18 @@ def option(*names: str, **kwargs: Any) -> Callable:
     extra = tuple(n for n in extra if n not in names)
     hidden = tuple(half.strip() for n in extra for half in n.split("/") if half.strip())
     return click.option(*names, *extra, cls=_AliasedOption, hidden_aliases=hidden, **kwargs)
+
+
+def as_flags(param: click.Option, value: Any) -> list[str]:
+    """The command-line words that give ``param`` the value ``value`` (none for None, or for an
+    off flag without an off spelling): how given options become a command line again."""
+    name = param.opts[0]
+    if param.is_flag:
+        return [name] if value else param.secondary_opts[:1]
+    if value is None:
+        return []
+    items = value if param.multiple and isinstance(value, (list, tuple)) else [value]
+    return [part for item in items for part in (name, str(item))]
 
 
 class LazyGroup(click.Group):

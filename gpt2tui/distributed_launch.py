@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from gpt2tui.cli import option
+from gpt2tui.cli import as_flags, option
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 3, 130
 SHUTDOWN_TIMEOUT_S = 300  # how long torchrun lets workers finish a step and a checkpoint after a signal
@@ -90,8 +90,8 @@ def pop_launch_plan(flags: dict) -> LaunchPlan | None:
             raise click.UsageError("--nnodes > 1 needs a meeting point: --rdzv-endpoint HOST:PORT, or --master-addr HOST with --node-rank")
         if given["master_addr"] and not given["rdzv_endpoint"] and given["node_rank"] is None:
             raise click.UsageError("with --master-addr every machine needs its own --node-rank (0 on the master)")
-        if given["node_rank"] is not None and given["node_rank"] >= nnodes:
-            raise click.UsageError(f"--node-rank {given['node_rank']} is out of range for --nnodes {nnodes} (0..{nnodes - 1})")
+    if given["node_rank"] is not None and given["node_rank"] >= nnodes:  # also one machine: only rank 0 exists
+        raise click.UsageError(f"--node-rank {given['node_rank']} is out of range for --nnodes {nnodes} (0..{nnodes - 1})")
     return LaunchPlan(nproc=nproc, nnodes=nnodes, **{k: given[k] for k in LAUNCH_FLAGS[2:]})
 
 
@@ -105,15 +105,7 @@ def forwarded_args(ctx: click.Context, skip: set[str]) -> list[str]:
             continue
         if ctx.get_parameter_source(param.name) not in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
             continue
-        value, name = ctx.params.get(param.name), param.opts[0]
-        if param.is_flag and param.secondary_opts:
-            args.append(name if value else param.secondary_opts[0])
-        elif param.is_flag:
-            args += [name] if value else []
-        elif param.multiple:
-            args += [part for item in value for part in (name, str(item))]
-        elif value is not None:
-            args += [name, str(value)]
+        args += as_flags(param, ctx.params.get(param.name))
     return args
 
 

@@ -5,7 +5,7 @@ A run started from the console is a plain `python -m gpt2tui train ...` in a new
 reach it; the app re-attaches by reading ``runs/<name>/`` like any other watcher. The
 process's output goes to ``runs/.launch/<name>.log`` (the run directory itself belongs to
 the trainer, which creates it). No Textual here: the form and the tests share these
-functions, and so will the study launcher of `gpt2tui optimize`.
+functions, and so does the study launcher (gpt2tui/study_launch.py).
 """
 
 from __future__ import annotations
@@ -40,26 +40,24 @@ class TrainRequest:
     checkpoints_dir: str = "checkpoints"
 
 
-_FLAGS = (
-    ("preset", "--preset"),
-    ("data", "--data"),
-    ("tokenizer", "--tokenizer"),
-    ("max_steps", "--max-steps"),
-    ("max_training_hours", "--max-training-hours"),
-    ("batch_size", "--batch-size"),
-    ("learning_rate", "--learning-rate"),
-    ("eval_interval", "--eval-interval"),
-    ("device", "--device"),
-)
+# Form fields that are `gpt2tui train` flags of the same name (the rest of the dataclass is not).
+FORM_FLAGS = ("preset", "data", "tokenizer", "max_steps", "max_training_hours", "batch_size", "learning_rate", "eval_interval", "device")
+
+
+def form_flags(request: object, names: tuple[str, ...]) -> list[str]:
+    """`--field-name value` for each of a form's fields ``names`` that is not left blank."""
+    flags: list[str] = []
+    for name in names:
+        value = getattr(request, name).strip()
+        if value:
+            flags += [f"--{name.replace('_', '-')}", value]
+    return flags
 
 
 def train_command(request: TrainRequest) -> list[str]:
     """The argv of `gpt2tui train` for a form; raises ValueError for text that is not flags."""
     argv = [sys.executable, "-m", "gpt2tui", "train", "--run-name", request.run_name]
-    for attribute, flag in _FLAGS:
-        value = getattr(request, attribute).strip()
-        if value:
-            argv += [flag, value]
+    argv += form_flags(request, FORM_FLAGS)
     argv += ["--runs-dir", request.runs_dir, "--checkpoints-dir", request.checkpoints_dir]
     argv += shlex.split(request.extra)  # ValueError on an unclosed quote
     return argv
@@ -98,9 +96,12 @@ class Launched:
 
     def last_log_line(self) -> str:
         try:
-            lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+            with self.log_path.open("rb") as log:  # only the end: a long run's log can be megabytes
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 8192))
+                tail = log.read().decode(errors="replace")
         except OSError:
             return ""
+        lines = [line for line in tail.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
 

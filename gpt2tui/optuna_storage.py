@@ -181,7 +181,7 @@ def list_studies(spec: str) -> list[StudyRow]:
     return rows
 
 
-def read_trials(spec: str, study_name: str, now: dt.datetime | None = None) -> StudyTrials:
+def read_trials(spec: str, study_name: str) -> StudyTrials:
     import optuna
 
     storage = open_storage(spec)
@@ -193,7 +193,7 @@ def read_trials(spec: str, study_name: str, now: dt.datetime | None = None) -> S
     except Exception as exc:
         raise StorageError(f"cannot read study {study_name!r} from {spec}: {_reason(exc)}") from None
     statuses, state = _judge(spec, trials, user_attrs)
-    now = now or dt.datetime.now()
+    now = dt.datetime.now()  # naive local time, as Optuna stores trial times
     rows, names = [], []
     for trial, status in zip(trials, statuses):
         for name in trial.params:

@@ -81,6 +81,17 @@ def describe_eval(e: EvalEvent) -> str:
     return f"eval at step {e.step} | val loss {number(e.val_loss)}{best} | perplexity {number(e.perplexity)}{train}"
 
 
+def describe_notice(e: Event) -> str | None:
+    """The line both displays print for a checkpoint, a warning or a failure; None otherwise."""
+    if isinstance(e, CheckpointEvent):
+        return f"checkpoint{' (best)' if e.is_best else ''}: {e.path}"
+    if isinstance(e, WarningEvent):
+        return f"warning at step {e.step}: {e.message}"
+    if isinstance(e, FailedEvent):
+        return f"failed at step {e.step}: {e.error}"
+    return None
+
+
 class PlainLog:
     """One line per event on ``stream``, flushed."""
 
@@ -108,14 +119,10 @@ class PlainLog:
             self.message(describe_eval(e))
         elif isinstance(e, SampleEvent):
             self.message(f"sample at step {e.step}: {_one_line(e.prompt + e.text)}")
-        elif isinstance(e, CheckpointEvent):
-            self.message(f"checkpoint{' (best)' if e.is_best else ''}: {e.path}")
-        elif isinstance(e, WarningEvent):
-            self.message(f"warning at step {e.step}: {e.message}")
         elif isinstance(e, FinishedEvent):
             self.message(f"finished at step {e.step} ({e.reason}) after {duration(e.elapsed_s)}")
-        elif isinstance(e, FailedEvent):
-            self.message(f"failed at step {e.step}: {e.error}")
+        elif (notice := describe_notice(e)) is not None:
+            self.message(notice)
 
     def close(self) -> None:
         pass
@@ -129,13 +136,13 @@ class LiveView:
         from rich.console import Console
         from rich.live import Live
 
-        self.console = Console(file=stream or sys.stderr)
-        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         self.started: RunStarted | None = None
         self.step: StepEvent | None = None
         self.eval: EvalEvent | None = None
         self.sample: SampleEvent | None = None
         self.enabled = True
+        self.console = Console(file=stream or sys.stderr)
+        self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         try:
             self.live.start()
         except OSError:
@@ -145,9 +152,9 @@ class LiveView:
         from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
+        from rich.text import Text
 
-        started = getattr(self, "started", None)
-        step = getattr(self, "step", None)
+        started, step = self.started, self.step
         if started is None:
             return Table.grid()
         fraction = 0.0
@@ -174,13 +181,12 @@ class LiveView:
                 else ""
             )
             table.add_row("time", f"{duration(step.elapsed_s)} elapsed   ETA {duration(step.eta_s)}{budget}")
-        eval_ = getattr(self, "eval", None)
+        eval_, sample = self.eval, self.sample
         if eval_ is not None:
             table.add_row("val loss", f"{number(eval_.val_loss)} (best {number(eval_.best_val_loss)})   perplexity {number(eval_.perplexity)}")
-        sample = getattr(self, "sample", None)
         if sample is not None:
-            table.add_row("sample", _one_line(sample.prompt + sample.text, 100))
-        return Group(f"[bold]{started.run_name}[/bold]  {started.device}", table)
+            table.add_row("sample", Text(_one_line(sample.prompt + sample.text, 100)))  # Text: a sample is never markup
+        return Group(Text.assemble((started.run_name, "bold"), f"  {started.device}"), table)
 
     def message(self, text: str) -> None:
         if not self.enabled:
@@ -204,12 +210,8 @@ class LiveView:
                 self.message(describe_eval(e))
             elif isinstance(e, SampleEvent):
                 self.sample = e
-            elif isinstance(e, CheckpointEvent):
-                self.message(f"checkpoint{' (best)' if e.is_best else ''}: {e.path}")
-            elif isinstance(e, WarningEvent):
-                self.message(f"warning at step {e.step}: {e.message}")
-            elif isinstance(e, FailedEvent):
-                self.message(f"failed at step {e.step}: {e.error}")
+            elif (notice := describe_notice(e)) is not None:
+                self.message(notice)
             self.live.update(self._render())
         except OSError:
             self.enabled = False

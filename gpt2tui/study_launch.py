@@ -69,11 +69,7 @@ def default_storage(results_dir: str | Path, study_name: str) -> str:
 def study_command(request: StudyRequest) -> list[str]:
     """The argv of `gpt2tui optimize` for a form. Raises StudyError for a bad study name and
     ValueError for extra text that is not flags."""
-    flags: list[str] = []
-    for name in FORM_FLAGS:
-        value = getattr(request, name).strip()
-        if value:
-            flags += [f"--{name.replace('_', '-')}", value]
+    flags = launch.form_flags(request, FORM_FLAGS)
     if request.results_dir != DEFAULT_RESULTS_DIR:
         flags += ["--results-dir", request.results_dir]
     flags += ["--runs-dir", request.runs_dir, "--checkpoints-dir", request.checkpoints_dir]
@@ -169,6 +165,7 @@ def request_for_study(
 
 def flags_for_options(options: Mapping[str, Any]) -> list[str]:
     """Run options (as `gpt2tui train` flags produce them) back into those flags."""
+    from gpt2tui.cli import as_flags
     from gpt2tui.commands.train import _ZERO_IS_NONE, train
 
     by_name = {p.name: p for p in train.params}
@@ -177,20 +174,9 @@ def flags_for_options(options: Mapping[str, Any]) -> list[str]:
         param = by_name.get(key)
         if param is None or key in ("runs_dir", "checkpoints_dir"):
             continue  # not a flag (a --config file's own key), or given by the form
-        flag = param.opts[0]
-        if getattr(param, "is_flag", False):
-            if value:
-                flags.append(flag)
-            elif param.secondary_opts:
-                flags.append(param.secondary_opts[0])
-        elif value is None:
-            if key in _ZERO_IS_NONE:
-                flags += [flag, "0"]  # "no limit" is spelled 0 on the command line
-        elif param.multiple:
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                flags += [flag, str(item)]
-        else:
-            flags += [flag, str(value)]
+        if value is None and key in _ZERO_IS_NONE:
+            value = 0  # "no limit" is spelled 0 on the command line
+        flags += as_flags(param, value)
     return flags
 
 

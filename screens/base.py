@@ -1,6 +1,10 @@
-"""What every console screen shares: a failed worker becomes a notification, never a crash."""
+"""What every console screen shares: a failed worker or file operation becomes a notification,
+never a crash."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from textual.screen import Screen
 from textual.worker import Worker, WorkerState
@@ -15,6 +19,17 @@ def describe_error(error: BaseException | None) -> str:
     if isinstance(error, GPT2Error):
         return str(error)
     return f"{type(error).__name__}: {error}"
+
+
+@contextmanager
+def os_errors_notified(screen: Screen, what: str) -> Iterator[None]:
+    """For the file and process work a key does on the UI thread (a stop request, a launch):
+    an OSError (read-only folder, full disk, a file in the way) becomes a notification and the
+    rest of the block is skipped, instead of ending the app."""
+    try:
+        yield
+    except OSError as exc:
+        screen.notify(describe_error(exc), title=f"{what} failed", severity="error", timeout=10)
 
 
 class ConsoleScreen(Screen):

@@ -17,6 +17,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Footer, Input, Select, Static
 from textual.worker import Worker
@@ -80,7 +81,7 @@ class ChatScreen(ConsoleScreen):
         with Horizontal(id="chat-source"):
             yield Select([], prompt="checkpoints…", id="checkpoint-list", compact=True)
             yield Input(placeholder="ctrl+o: checkpoint dir, run name, latest, or HF GPT-2 dir; enter", id="model-path", compact=True)
-        yield Static("No model loaded.", id="model-status")
+        yield Static("No model loaded.", id="model-status", markup=False)  # shows typed paths as they are
         with Horizontal(id="chat-body"):
             yield Transcript(id="transcript")
             yield SamplerPanel(id="sampler")
@@ -103,10 +104,10 @@ class ChatScreen(ConsoleScreen):
         for run in runs:
             store = CheckpointStore(run, cleanup=False)
             if store.best() is not None:
-                options.append((f"{run.name} · best", str(store.best())))
+                options.append((f"{escape(run.name)} · best", str(store.best())))  # Select prompts are markup
             steps = store.steps()
             if steps:
-                options.append((f"{run.name} · step {steps[-1][0]}", str(steps[-1][1])))
+                options.append((f"{escape(run.name)} · step {steps[-1][0]}", str(steps[-1][1])))
         self.post_message(CheckpointsFound(options))
 
     def on_checkpoints_found(self, message: CheckpointsFound) -> None:

@@ -56,7 +56,7 @@ class Dashboard(VerticalScroll, can_focus=True):
             yield Label("time", classes="bar-label")
             yield ProgressBar(show_eta=False, id="time-bar")
             yield Label("", id="time-text", classes="bar-text")
-        yield Static("", id="eta")
+        yield Static("", id="eta", markup=False)  # a failed run's outcome quotes its error
         with Grid(id="tiles"):
             for key, label in TILES:
                 yield MetricTile(label, id=f"tile-{key}")
@@ -116,18 +116,19 @@ class Dashboard(VerticalScroll, can_focus=True):
         name = (self.summary.name if self.summary else None) or (self.progress.run_name if self.progress else "")
         if not name:
             return
-        parts = [f"[b]{name}[/b]"]
+        # Names, states and messages come from run directories: escaped, so '[/x]' is text, not markup.
+        parts = [f"[b]{_escape(name)}[/b]"]
         if self.summary:
-            parts.append(self.summary.state.upper())
+            parts.append(_escape(self.summary.state.upper()))
         if self.progress and self.progress.device:
-            parts.append(self.progress.device)
+            parts.append(_escape(self.progress.device))
         if self.progress and self.progress.world_size > 1:
             parts.append(f"{self.progress.world_size} processes")
         if self.progress and self.progress.num_params:
             parts.append(f"{humanize.count(self.progress.num_params)} params")
         title = " · ".join(parts)
         if self.summary and self.summary.message and self.summary.state in ("failed", "stale"):
-            title += f"\n[$error]{self.summary.message}[/]"
+            title += f"\n[$error]{_escape(self.summary.message)}[/]"
         self.query_one("#dash-title", Static).update(title)
 
     def _show_ranks(self, progress: RunProgress) -> None:
@@ -140,18 +141,23 @@ class Dashboard(VerticalScroll, can_focus=True):
             ranks.update(f"[b]{progress.world_size} processes[/b] · tokens/s per rank: {each}")
 
     def _show_texts(self, progress: RunProgress) -> None:
+        # Each is set even when empty: the previously selected run's texts must not linger.
+        sample = checkpoints = warnings = ""
         if progress.sample:
             step, prompt, text = progress.sample
-            self.query_one("#sample", Static).update(f"[b]sample at step {step}[/b]\n[i]{_escape(prompt)}[/i]{_escape(text)}")
+            sample = f"[b]sample at step {step}[/b]\n[i]{_escape(prompt)}[/i]{_escape(text)}"
         if progress.checkpoints:
             lines = [
-                f"  step {step:>7}  {Path(path).name}{'  ★ best' if best else ''}  ({reason})"
+                f"  step {step:>7}  {_escape(Path(path).name)}{'  ★ best' if best else ''}  ({_escape(str(reason))})"
                 for step, path, best, reason in progress.checkpoints[-5:]
             ]
-            self.query_one("#checkpoints", Static).update("[b]checkpoints[/b]\n" + "\n".join(lines))
+            checkpoints = "[b]checkpoints[/b]\n" + "\n".join(lines)
         if progress.warnings:
             lines = [f"  step {step}: {_escape(message)}" for step, message in progress.warnings[-5:]]
-            self.query_one("#warnings", Static).update("[b $warning]warnings[/]\n" + "\n".join(lines))
+            warnings = "[b $warning]warnings[/]\n" + "\n".join(lines)
+        self.query_one("#sample", Static).update(sample)
+        self.query_one("#checkpoints", Static).update(checkpoints)
+        self.query_one("#warnings", Static).update(warnings)
 
     def refresh_clock(self) -> None:
         """Progress bars, elapsed time and ETA; called on new data and once a second."""

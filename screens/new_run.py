@@ -18,6 +18,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 from gpt2core.config import PRESETS
 from gpt2core.tokenizer import KINDS
 from gpt2tui import launch
+from screens.base import os_errors_notified
 
 DEVICES = ("cpu", "cuda", "mps")
 # (field, label, placeholder, Input type) for the free-text fields, in form order.
@@ -59,7 +60,7 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
                     yield Input(placeholder=placeholder, type=kind, id=name, compact=True)
                 yield Label("more flags")
                 yield Input(placeholder="e.g. --d-model 256 --seed 1", id="extra", compact=True)
-            yield Static("", id="command-preview")
+            yield Static("", id="command-preview", markup=False)  # flags as typed: brackets are not markup
             with Horizontal(id="new-run-buttons"):
                 yield Button("Start  ctrl+s", variant="primary", id="start", compact=True)
                 yield Button("Cancel  esc", id="cancel", compact=True)
@@ -110,7 +111,8 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
         except ValueError as exc:
             self.notify(f"The extra flags do not parse: {exc}", severity="error")
             return
-        self.dismiss(launch.launch_detached(argv, name=name, runs_dir=self.runs_dir))
+        with os_errors_notified(self, "starting the run"):
+            self.dismiss(launch.launch_detached(argv, name=name, runs_dir=self.runs_dir))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

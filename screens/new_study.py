@@ -22,6 +22,7 @@ from gpt2core.study_store import resolve_storage
 from gpt2core.tokenizer import KINDS
 from gpt2tui import launch, study_launch
 from gpt2tui.study_launch import StudyRequest
+from screens.base import os_errors_notified
 from screens.new_run import DEVICES
 
 PRUNERS = ("median", "hyperband", "none")
@@ -77,7 +78,7 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
                         yield Input(values[name], placeholder=first, type=second, id=name, compact=True)
                 yield Label("more flags")
                 yield Input(values["extra"], placeholder="e.g. --sampler random --d-model 128 --workers 2", id="extra", compact=True)
-            yield Static("", id="study-command")
+            yield Static("", id="study-command", markup=False)  # flags as typed: brackets are not markup
             with Horizontal(id="new-study-buttons"):
                 yield Button("Start  ctrl+s", variant="primary", id="start", compact=True)
                 yield Button("Cancel  esc", id="cancel", compact=True)
@@ -138,7 +139,8 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
             self.notify(f"The extra flags do not parse: {exc}", severity="error")
             return
         storage = request.storage or study_launch.default_storage(self.optuna_dir, request.study_name)
-        self.dismiss(study_launch.launch_study(argv, study_name=request.study_name, storage=storage, runs_dir=self.runs_dir))
+        with os_errors_notified(self, "starting the study"):
+            self.dismiss(study_launch.launch_study(argv, study_name=request.study_name, storage=storage, runs_dir=self.runs_dir))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

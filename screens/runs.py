@@ -24,7 +24,7 @@ from textual.worker import get_current_worker
 from gpt2core.rundir import METRICS, MetricsTail, RunSummary, list_runs, request_stop
 from gpt2tui import humanize, launch
 from gpt2tui.run_progress import RunProgress
-from screens.base import ConsoleScreen
+from screens.base import ConsoleScreen, os_errors_notified
 from screens.dashboard import LIVE_STATES, Dashboard
 
 LIST_EVERY_S = 2.0
@@ -50,10 +50,10 @@ class ProgressUpdated(Message):
 
 
 class LaunchEnded(Message):
-    def __init__(self, launched: launch.Launched, returncode: int) -> None:
+    def __init__(self, launched: launch.Launched, failure: str | None) -> None:
         super().__init__()
         self.launched = launched
-        self.returncode = returncode
+        self.failure = failure  # the log's last line (or the exit code) when it ended badly
 
 
 class RunsScreen(ConsoleScreen):
@@ -184,8 +184,9 @@ class RunsScreen(ConsoleScreen):
         if run.state not in LIVE_STATES:
             self.notify(f"{run.name} is not running ({run.state}).", severity="warning")
             return
-        request_stop(run.path)
-        self.notify(f"Asked {run.name} to stop; it saves a checkpoint, then exits.", title="stopping")
+        with os_errors_notified(self, f"stopping {run.name}"):
+            request_stop(run.path)
+            self.notify(f"Asked {run.name} to stop; it saves a checkpoint, then exits.", title="stopping")
 
     def action_resume_run(self) -> None:
         run = self._selected_run()
@@ -201,9 +202,10 @@ class RunsScreen(ConsoleScreen):
         argv = launch.resume_command(
             run.name, checkpoint_dir, runs_dir=str(self.runs_dir), checkpoints_dir=self.app.checkpoints_dir
         )
-        launched = launch.launch_detached(argv, name=run.name, runs_dir=self.runs_dir)
-        self.notify(f"Resuming {run.name} from {checkpoint_dir}", title="resuming")
-        self.watch_launch(launched)
+        with os_errors_notified(self, f"resuming {run.name}"):
+            launched = launch.launch_detached(argv, name=run.name, runs_dir=self.runs_dir)
+            self.notify(f"Resuming {run.name} from {checkpoint_dir}", title="resuming")
+            self.watch_launch(launched)
 
     def _checkpoint_dir(self, run: RunSummary) -> Path | None:
         """The run's checkpoint folder: where its checkpoints were written, else the default."""
@@ -234,16 +236,16 @@ class RunsScreen(ConsoleScreen):
         worker = get_current_worker()
         while not worker.is_cancelled:
             code = launched.process.poll()
-            if code is not None:
-                self.post_message(LaunchEnded(launched, code))
+            if code is not None:  # the log is read here, not on the UI thread: it can be long
+                failure = None if code in TRAIN_EXIT_OK else launched.last_log_line() or f"exit code {code}"
+                self.post_message(LaunchEnded(launched, failure))
                 return
             time.sleep(0.25)
 
     def on_launch_ended(self, message: LaunchEnded) -> None:
         self.list_runs()
-        if message.returncode not in TRAIN_EXIT_OK:
-            line = message.launched.last_log_line() or f"exit code {message.returncode}"
-            self.notify(f"{line}\n(log: {message.launched.log_path})", title=f"{message.launched.name} exited", severity="error", timeout=15)
+        if message.failure is not None:
+            self.notify(f"{message.failure}\n(log: {message.launched.log_path})", title=f"{message.launched.name} exited", severity="error", timeout=15)
 
 
 def _row(run: RunSummary, now: float) -> tuple:

@@ -15,13 +15,14 @@ import signal
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Input
 
 from gpt2tui import optuna_storage as storage_io
 from gpt2tui import study_launch
 from gpt2tui.widgets.trials_table import StudiesTable, TrialsTable
-from screens.base import ConsoleScreen
+from screens.base import ConsoleScreen, os_errors_notified
 
 REFRESH_S = 2.0
 EXIT_FINISHED, EXIT_STOPPED = 0, 130  # `gpt2tui optimize`: the study holds its trials / stopped early
@@ -84,14 +85,14 @@ class TrialsScreen(ConsoleScreen):
 
     def action_refresh(self) -> None:
         self._check_launches()
-        self.list_studies([*storage_io.discover(self.app.optuna_dir), *self.extra_storages])
+        self.list_studies(list(self.extra_storages))
         if self.current:
             self.read_trials(*self.current)
 
     @work(thread=True, exclusive=True, group="studies", exit_on_error=False, name="listing studies")
-    def list_studies(self, specs: list[str]) -> None:
+    def list_studies(self, extra_storages: list[str]) -> None:
         studies, errors = [], []
-        for spec in specs:
+        for spec in [*storage_io.discover(self.app.optuna_dir), *extra_storages]:  # discovery lists a folder: not on the UI thread
             try:
                 studies += storage_io.list_studies(spec)
             except storage_io.StorageError as exc:
@@ -214,8 +215,9 @@ class TrialsScreen(ConsoleScreen):
             self.offer_resume_form(study.storage, study.name)
             return
         argv, cwd = recorded
-        started = study_launch.launch_study(argv, study_name=study.name, storage=study.storage, runs_dir=self.app.runs_dir, cwd=cwd)
-        self._started(started, "resumed with the command that started it")
+        with os_errors_notified(self, f"resuming {study.name}"):
+            started = study_launch.launch_study(argv, study_name=study.name, storage=study.storage, runs_dir=self.app.runs_dir, cwd=cwd)
+            self._started(started, "resumed with the command that started it")
 
     @work(thread=True, group="resume", exit_on_error=False, name="reading the study's options")
     def offer_resume_form(self, spec: str, name: str) -> None:
@@ -225,7 +227,7 @@ class TrialsScreen(ConsoleScreen):
         request = study_launch.request_for_study(
             name, spec, fixed, n_trials, runs_dir=app.runs_dir, checkpoints_dir=app.checkpoints_dir, results_dir=app.optuna_dir
         )
-        title = f"[b]Resume {name}[/b] · started outside this app: check its flags and trials"
+        title = f"[b]Resume {escape(name)}[/b] · started outside this app: check its flags and trials"
         app.call_from_thread(self._open_form, request, title)
 
     def _check_launches(self) -> None:

@@ -197,3 +197,27 @@ def test_resume_and_chat_keys_need_a_suitable_run(project):
             assert "has not written a checkpoint yet" in notes.text()
 
     run(body())
+
+
+def test_markup_like_names_and_errors_are_shown_as_typed(project):
+    """A failed run's message, its name and its checkpoints come from disk: "[/x]" in any of them
+    once crashed the runs screen (Rich markup)."""
+    from gpt2core.events import FailedEvent
+
+    writer = write_run(project / "runs", "exp[red]", 10, finish=None, keep_open=True)
+    writer.on_event(FailedEvent(step=10, error="data [/x] went missing [bold]"))
+    writer.close(state="failed", message="data [/x] went missing [bold]")
+
+    async def body():
+        app = make_app(project)
+        async with app.run_test(size=(120, 40)) as pilot:
+            dashboard = app.screen.query_one(Dashboard)
+            await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.run_name == "exp[red]", what="the run")
+            await pilot.pause()
+            assert "data [/x] went missing [bold]" in str(app.screen.query_one("#eta").render())
+            assert "exp[red]" in str(dashboard.border_title or "") + str(app.screen.query_one("#runs", DataTable).get_row_at(0))
+            assert app.is_running  # still alive and usable
+            await pilot.press("f1")
+            await pilot.press("escape")
+
+    run(body())

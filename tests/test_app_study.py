@@ -90,7 +90,8 @@ def test_start_watch_stop_and_resume_a_study(project):
                 trials = load(project, "app-study").get_trials()
                 assert trials and all(t.state != TrialState.RUNNING for t in trials)
                 assert ATTR_INTERRUPTED in trials[0].user_attrs and statuses(screen)[0] == "interrupted"
-                assert any(title == "stopped" for _, title, _ in notes.notes)
+                # the notification is posted after the state changes; give the message queue its turn
+                await wait_for(pilot, lambda: any(title == "stopped" for _, title, _ in notes.notes), timeout=10, what="stopped notification")
                 count_stopped = len(trials)
 
                 # Resume: the same command again; new trials appear live until the study holds 2.

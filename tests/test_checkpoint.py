@@ -88,6 +88,18 @@ def test_truncated_and_bit_flipped_files_are_named(tmp_path, micro_model, char_t
         verify_checkpoint(path, full=False)
 
 
+def test_a_file_changed_after_a_verification_is_hashed_again(tmp_path, micro_model, char_tokenizer):
+    path = save_checkpoint(tmp_path / "ck", micro_model, char_tokenizer)
+    verify_checkpoint(path)  # passes, and is remembered for this process
+    weights = path / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 3] ^= 0x10  # same size, same inode: only the contents (and mtime) change
+    with open(weights, "r+b") as handle:
+        handle.write(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors.*checksum"):
+        verify_checkpoint(path)
+
+
 def test_newer_format_is_refused(tmp_path, micro_model, char_tokenizer):
     path = save_checkpoint(tmp_path / "ck", micro_model, char_tokenizer)
     manifest = json.loads((path / MANIFEST).read_text())

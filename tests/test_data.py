@@ -60,6 +60,17 @@ def test_token_cache_is_reused_and_keyed_by_content_and_tokenizer(tmp_path):
     assert not changed.reused and changed.cache_path != first.cache_path
 
 
+@pytest.mark.parametrize("damage", ["{not json", '{"dtype": "uint16"}', '{"dtype": "no-such-type", "tokens": {}, "bytes": {}}'])
+def test_a_damaged_token_cache_entry_is_a_clear_error(tmp_path, damage):
+    corpus = write_corpus(tmp_path / "text", "alpha beta gamma delta\n" * 300)
+    cfg = DataConfig(data=(str(corpus),), tokenizer="char", cache_dir=str(tmp_path / "cache"))
+    entry = prepare_data(cfg).cache_path
+    (entry / "meta.json").write_text(damage, encoding="utf-8")
+    with pytest.raises(DataError, match="cannot read the token cache entry .*delete it and it is rebuilt") as info:
+        prepare_data(cfg)
+    assert "\n" not in str(info.value)
+
+
 def test_paths_files_directories_and_globs(tmp_path):
     a = write_corpus(tmp_path / "d", "one\n", "a.txt")
     b = write_corpus(tmp_path / "d" / "sub", "two\n", "b.md")

@@ -184,6 +184,14 @@ def test_broken_weights_are_clear_errors(tmp_path):
         load_hf(directory)
 
 
+def test_config_asking_for_more_than_the_weights_hold_is_refused(tmp_path):
+    directory = save_hf(make_hf(dict(vocab_size=50, n_positions=8, n_embd=16, n_layer=1, n_head=2)), tmp_path / "m", "save_pretrained")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "n_layer": 48, "n_embd": 8192, "n_head": 64}))
+    with pytest.raises(CheckpointError, match="too few for the .*-parameter model its config.json describes"):
+        load_hf(directory)  # 38.7B parameters would be ~155 GB: refused, never allocated
+
+
 def test_hub_name_offline_fails_fast(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no checkpoints/gpt2 here
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -42,6 +42,7 @@ def project(tmp_path_factory):
     (root / "nothing").mkdir()
     (root / "bad.toml").write_text("max_steps = = 3\n")
     (root / "typo.toml").write_text("learning_rte = 0.1\n")
+    (root / "numname.toml").write_text("dataset_name = 5\n")
     return root
 
 
@@ -78,6 +79,7 @@ CASES = [
     ("train: binary config file", _train("--config", "garbage.bin"), 1, "cannot read config file garbage.bin"),
     ("train: broken TOML", _train("--config", "bad.toml"), 1, "is not valid TOML"),
     ("train: unknown option in TOML", _train("--config", "typo.toml"), 1, "unknown option(s): learning_rte"),
+    ("train: a number for a dataset name", ["train", "--config", "numname.toml", "--max-steps", "2", "--plain"], 1, "dataset_name must be text, got 5"),
     # train: types and ranges
     ("train: word for a number", _train("--batch-size", "eight"), 2, "'eight' is not a valid integer"),
     ("train: negative learning rate", _train("--learning-rate", "-1"), 1, "learning_rate must be positive"),
@@ -94,6 +96,7 @@ CASES = [
     ("train: a device that does not exist", _train("--device", "banana"), 1, "unknown device 'banana'"),
     # train: conflicts and names
     ("train: files and a dataset", _train("--dataset-name", "wikitext"), 1, "not both"),
+    ("train: a node rank with one machine", _train("--nproc", "2", "--node-rank", "1"), 2, "--node-rank 1 is out of range for --nnodes 1"),
     ("train: dataset config alone", _train("--dataset-config", "wikitext-2-raw-v1"), 1, "--dataset-config needs --dataset-name"),
     ("train: reusing a run name", _replace(_train(), "--run-name", "existing"), 1, "run 'existing' already exists"),
     ("train: a name with a path in it", _replace(_train(), "--run-name", "../escape"), 1, "run name '../escape' cannot be a folder name"),

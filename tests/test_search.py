@@ -87,6 +87,8 @@ def test_replace_keeps_only_listed_params_and_kind_changes_need_their_fields(tmp
         ({"params": {"dropout": {"hi": 0.3}}}, "unknown key"),
         ({"sapce": {}}, "unknown key"),
         ({"max_params": -3}, "positive integer"),
+        ({"params": {"learning_rate": {"log": "no"}}}, "'log' must be true or false"),
+        ({"params": {"dropout": {"enabled": "false"}}}, "'enabled' must be true or false"),
     ],
 )
 def test_bad_space_files_name_the_problem(data, message):

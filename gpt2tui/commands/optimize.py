@@ -209,6 +209,7 @@ def _run_workers(settings, workers: int) -> int:
 def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from gpt2tui.humanize import duration, number
 
@@ -227,7 +228,7 @@ def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str
         style = "bold green" if summary.best is not None and r.number == summary.best.number else None
         table.add_row(
             str(r.number), r.state, number(r.value), str(r.last_step or "–"), duration(r.duration_s),
-            *[_short(r.params[k]) if k in r.params else "" for k in param_names], (r.note or "")[:60], style=style,
+            *[_short(r.params[k]) if k in r.params else "" for k in param_names], Text((r.note or "")[:60]), style=style,
         )
     console.print(table)
     if len(ranked) > len(shown):
@@ -244,8 +245,7 @@ def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str
         console.print(f"best config: {exported}  (gpt2tui train --config {exported} --max-steps N)")
     if best_checkpoint is not None:
         console.print(f"best checkpoint: {best_checkpoint}  (gpt2tui generate --checkpoint {best_checkpoint})")
-    dashboard = f"optuna-dashboard {location}" if location.kind == "journal" else f"optuna-dashboard {location.url}"
-    console.print(f"explore: {dashboard}   |   TensorBoard: tensorboard --logdir {runs_dir}")
+    console.print(f"explore: optuna-dashboard {location}   |   TensorBoard: tensorboard --logdir {runs_dir}")  # str(): journal path or URL
 
 
 # -- the command ----------------------------------------------------------------------------------------
@@ -290,6 +290,13 @@ def optimize(
 
     Exit status: 0 done, 1 error, 130 stopped early (Ctrl-C, a signal or a stop request).
     """
+    from gpt2core.search_space import load_space, space_to_toml
+
+    space = load_space(space_file)
+    if show_space:  # before optuna and torch load: printing the space needs neither
+        click.echo(space_to_toml(space), nl=False)
+        return
+
     import optuna
 
     from gpt2core.search import (
@@ -301,14 +308,9 @@ def optimize(
         summarize,
         with_deadline,
     )
-    from gpt2core.search_space import load_space, space_to_toml
     from gpt2core.study_store import resolve_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = load_space(space_file)
-    if show_space:
-        click.echo(space_to_toml(space), nl=False)
-        return
     space.require_nonempty()
     if workers < 1:
         raise click.ClickException(f"--workers must be at least 1, got {workers}")

@@ -21,6 +21,7 @@ def runs(ctx: click.Context, runs_dir, as_json) -> None:
     """
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from gpt2core.rundir import list_runs
     from gpt2tui.humanize import age, number
@@ -58,6 +59,6 @@ def runs(ctx: click.Context, runs_dir, as_json) -> None:
         steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "–"
         heard = f"{age(now - r.heartbeat)} ago" if r.heartbeat else "–"
-        state = f"[{colours.get(r.state, 'white')}]{r.state}[/]"
-        table.add_row(r.name, state, steps, number(r.best_val_loss), heard, started)
+        state = f"[{colours.get(r.state, 'white')}]{r.state}[/]"  # markup; the name below is a folder name, shown as typed
+        table.add_row(Text(r.name), state, steps, number(r.best_val_loss), heard, started)
     Console(soft_wrap=False).print(table)

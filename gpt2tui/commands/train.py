@@ -81,9 +81,9 @@ def options_from_flags(config_file: str | None, betas: str | None, flags: dict[s
 
     options: dict[str, Any] = load_options_file(config_file) if config_file else {}
     flags = dict(flags)
-    pair = _betas(betas)
-    if pair is not None:
-        flags["beta1"], flags["beta2"] = flags["beta1"] if flags["beta1"] is not None else pair[0], flags["beta2"] if flags["beta2"] is not None else pair[1]
+    for key, value in zip(("beta1", "beta2"), _betas(betas) or ()):
+        if flags[key] is None:  # --beta1 / --beta2 win over --betas
+            flags[key] = value
     flags["data"] = tuple(flags["data"]) or None
     for key, value in flags.items():
         if value is not None:

@@ -1,1 +1,2 @@
-"""Reusable widgets of the console: slider, loss chart, metric tile."""
+"""The console's widgets: slider, loss chart, metric tile, sampler panel, prompt line, transcript,
+and the trials screen's tables."""

@@ -13,6 +13,7 @@ from typing import Callable
 from rich.color import Color
 from rich.text import Text
 from textual import on
+from textual.markup import escape
 from textual.renderables.sparkline import Sparkline
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
@@ -61,11 +62,12 @@ class TrialsTable(DataTable):
         if [c.key.value for c in self.ordered_columns] != list(columns):
             self.clear(columns=True)
             for column in columns:
-                self.add_column(column, key=column, width=CURVE_WIDTH if column == "curve" else None)
+                self.add_column(Text(column), key=column, width=CURVE_WIDTH if column == "curve" else None)  # Text: not markup
         else:
             self.clear()
         arrow = " ↓" if self.sort_reverse else ""
-        self.border_title = f"trials · {study.name} · {self.state_shown} · sorted by {self.sort_column}{arrow}"
+        title = f"trials · {study.name} · {self.state_shown} · sorted by {self.sort_column}{arrow}"
+        self.border_title = escape(title)  # a border title is markup; study and parameter names are not
         for trial in sorted(study.trials, key=self._sort_key, reverse=self.sort_reverse):
             self.add_row(*self._cells(trial, study), key=str(trial.number))
         if cursor_key is not None and cursor_key in self.rows:
