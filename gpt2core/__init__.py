@@ -61,14 +61,22 @@ _EXPORTS: dict[str, str] = {
     "evaluate_tokens": "gpt2core.evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
+# The original specification's names for our configs, so code written against it runs unchanged.
+_SPEC_ALIASES: dict[str, str] = {
+    "GPT2Config": "ModelConfig",
+    "TrainingConfig": "TrainConfig",
+    "InferenceConfig": "SampleConfig",
+}
+
+__all__ = sorted([*_EXPORTS, *_SPEC_ALIASES])
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
+    target = _SPEC_ALIASES.get(name, name)
+    module = _EXPORTS.get(target)
     if module is None:
         raise AttributeError(f"module 'gpt2core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(module), target)
     globals()[name] = value  # later lookups skip this function
     return value
 

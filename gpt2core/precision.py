@@ -5,8 +5,8 @@ Mixed precision by device, when ``mixed_precision`` is on and ``precision`` is "
 - CUDA with bf16 (Ampere and newer): bf16 autocast, no loss scaling;
 - CUDA without bf16 (Volta, Turing): fp16 autocast with a GradScaler;
 - CPU: bf16 autocast only where the CPU computes bf16 natively (AMX or AVX512-BF16). Elsewhere
-  (AVX2 machines such as the one this was developed on) bf16 is emulated and about 20x slower
-  than fp32, so training stays in fp32;
+  (AVX2-only machines) bf16 is emulated and about 20x slower than fp32, so training stays in
+  fp32. ``GPT2TUI_CPU_BF16=1`` / ``=0`` overrides the detection (``cpu_has_native_bf16``);
 - MPS: fp32 (autocast there is still patchy across macOS versions).
 
 ``precision`` bf16 / fp16 / fp32 forces a choice (fp16 on the CPU works, with loss scaling, but is
@@ -49,17 +49,35 @@ class Precision:
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
 
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX512-BF16, read from /proc/cpuinfo (False where it cannot be read)."""
+# Set to 1 or 0 to make cpu_has_native_bf16() answer yes or no whatever the CPU says: the test
+# suite runs its precision-dependent tests under both answers on any machine, and a user can keep a
+# CPU with native bf16 in fp32 for every command without passing --precision each time.
+CPU_BF16_ENV = "GPT2TUI_CPU_BF16"
+_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read, e.g. macOS)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return frozenset()
+
+
+def cpu_has_native_bf16() -> bool:
+    """AMX or AVX512-BF16 in the CPU's flags, unless GPT2TUI_CPU_BF16=1/0 says otherwise."""
+    override = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if override in ("1", "yes", "true"):
+        return True
+    if override in ("0", "no", "false"):
+        return False
+    if override not in ("", "auto"):
+        raise ConfigError(f"{CPU_BF16_ENV} must be 1, 0 or auto, got {os.environ[CPU_BF16_ENV]!r}")
+    return bool(cpu_flags() & _BF16_FLAGS)
 
 
 def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
@@ -75,9 +93,10 @@ def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:
             return Precision("bf16", kind, "bf16 autocast (the GPU supports bf16)")
         return Precision("fp16", kind, "fp16 autocast with loss scaling (the GPU has no bf16)")
     if kind == "cpu":
+        told = f" ({CPU_BF16_ENV} is set)" if os.environ.get(CPU_BF16_ENV, "").strip().lower() not in ("", "auto") else ""
         if cpu_has_native_bf16():
-            return Precision("bf16", kind, "bf16 autocast (the CPU has native bf16)")
-        return Precision("fp32", kind, "fp32: this CPU has no native bf16, where bf16 autocast is ~20x slower")
+            return Precision("bf16", kind, f"bf16 autocast (the CPU has native bf16{told})")
+        return Precision("fp32", kind, f"fp32: this CPU has no native bf16{told}, where bf16 autocast is ~20x slower")
     return Precision("fp32", kind, f"fp32 on {kind}")
 
 
@@ -126,8 +145,8 @@ def peak_flops(device: torch.device, precision: Precision) -> float | None:
     """The device's peak FLOP/s for this precision, or None where it is not known.
 
     GPUs: the table above (fp32 counts as TF32, half the bf16 figure, on Ampere+; unknown on
-    older GPUs). CPUs: an estimate, threads x clock x FLOPs per cycle of the widest FMA units
-    (32 fp32 FLOPs per cycle for AVX2, 64 for AVX-512), from /proc/cpuinfo.
+    older GPUs). CPUs: an estimate for every precision (see ``cpu_peak_flops``), so MFU is
+    reported under fp32 and bf16 alike, and is None only where the clock cannot be read.
     """
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -137,14 +156,35 @@ def peak_flops(device: torch.device, precision: Precision) -> float | None:
         if precision.name == "fp32":
             return tflops * 1e12 / 2 if torch.cuda.get_device_capability(device)[0] >= 8 else None
         return tflops * 1e12
-    if device.type == "cpu" and precision.name == "fp32":
-        return cpu_peak_flops()
+    if device.type == "cpu":
+        return cpu_peak_flops(precision.name)
     return None
 
 
-def cpu_peak_flops() -> float | None:
-    capability = torch.backends.cpu.get_cpu_capability()
-    per_cycle = 64 if capability.startswith("AVX512") else 32 if capability == "AVX2" else 8
+def cpu_flops_per_cycle(precision: str, flags: frozenset[str], capability: str) -> int:
+    """FLOPs one core can issue per cycle for matmuls in ``precision`` (an estimate).
+
+    fp32: two FMA units of the widest vectors, 32 FLOPs per cycle for AVX2 and 64 for AVX-512.
+    bf16: AMX tiles do 1024 multiply-adds per cycle (2048 FLOPs); AVX512-BF16's dot-product
+    instruction does twice the fp32 FMA's work per instruction; without either, bf16 is
+    converted and computed on the fp32 units, so the fp32 figure applies. fp16 likewise with
+    AMX-FP16 / AVX512-FP16. Measured figures for a machine are in docs/PERFORMANCE.md.
+    """
+    fp32 = 64 if capability.startswith("AVX512") else 32 if capability == "AVX2" else 8
+    half_flags = {"bf16": ("amx_bf16", "avx512_bf16"), "fp16": ("amx_fp16", "avx512_fp16")}.get(precision)
+    if half_flags is None:
+        return fp32
+    amx, avx512 = half_flags
+    if amx in flags:
+        return 2048
+    if avx512 in flags:
+        return 2 * fp32
+    return fp32
+
+
+def cpu_peak_flops(precision: str = "fp32") -> float | None:
+    """threads x clock x FLOPs per cycle (``cpu_flops_per_cycle``), from /proc/cpuinfo; None where
+    the clock is not listed there."""
     mhz = None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -156,5 +196,6 @@ def cpu_peak_flops() -> float | None:
         return None
     if not mhz:
         return None
+    per_cycle = cpu_flops_per_cycle(precision, cpu_flags(), torch.backends.cpu.get_cpu_capability())
     threads = min(torch.get_num_threads(), os.cpu_count() or 1)
     return threads * mhz * 1e6 * per_cycle

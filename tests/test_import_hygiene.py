@@ -1,10 +1,13 @@
 """The core never imports the UI, and `gpt2tui train` never imports Textual (checked in a
 fresh interpreter, since this test process has imported everything by now)."""
 
+import pkgutil
 import subprocess
 import sys
 
 import pytest
+
+import gpt2core
 
 UI_MODULES = ("textual", "rich", "click")
 
@@ -19,13 +22,21 @@ def _modules_after(code: str) -> set[str]:
     return {line.split(".")[0] for line in out.splitlines()}
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["gpt2core", "gpt2core.model", "gpt2core.tokenizer", "gpt2core.checkpoint", "gpt2core.rundir", "gpt2core.events"],
-)
-def test_core_imports_no_ui(module):
-    loaded = _modules_after(f"import {module}")
-    assert not loaded & set(UI_MODULES), f"{module} pulled in {loaded & set(UI_MODULES)}"
+# Every module of the package, found by walking it: a new module is checked without editing this list.
+CORE_MODULES = ["gpt2core", *sorted(m.name for m in pkgutil.walk_packages(gpt2core.__path__, "gpt2core."))]
+
+
+def test_core_imports_no_ui():
+    # One interpreter imports them all: each module's imports end up in sys.modules together.
+    loaded = _modules_after("\n".join(f"import {m}" for m in CORE_MODULES))
+    assert len(CORE_MODULES) > 20 and not loaded & set(UI_MODULES), f"gpt2core pulled in {loaded & set(UI_MODULES)}"
+
+
+def test_the_specification_names_are_our_configs():
+    from gpt2core.config import ModelConfig, SampleConfig, TrainConfig
+
+    assert (gpt2core.GPT2Config, gpt2core.TrainingConfig, gpt2core.InferenceConfig) == (ModelConfig, TrainConfig, SampleConfig)
+    assert gpt2core.GPT2Config().d_model == 768 and gpt2core.InferenceConfig().repetition_penalty == 1.2
 
 
 def test_run_listing_does_not_import_torch():

@@ -60,10 +60,16 @@ def test_interrupted_and_resumed_run_repeats_the_straight_run_exactly(tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_run_directory_records_events_status_config_and_tensorboard(tmp_path):
+@pytest.mark.parametrize("native_bf16", ["0", "1"])  # auto precision: fp32 / bf16, on any CPU
+def test_run_directory_records_events_status_config_and_tensorboard(tmp_path, monkeypatch, native_bf16):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from gpt2core.precision import CPU_BF16_ENV, choose_precision, peak_flops
+
+    monkeypatch.setenv(CPU_BF16_ENV, native_bf16)
     config = tiny_config(tmp_path, max_steps=6, eval_interval=3, log_interval=2, sample_tokens=5, sample_prompt="To be")
+    precision = choose_precision(config.train, torch.device("cpu"))
+    assert precision.name == ("bf16" if native_bf16 == "1" else "fp32")
     result = train(config, run_name="files", **dirs(tmp_path))
     run = tmp_path / "runs" / "files"
 
@@ -87,7 +93,13 @@ def test_run_directory_records_events_status_config_and_tensorboard(tmp_path):
     accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
     accumulator.Reload()
     scalars = set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_sec", "perf/mfu", "val/loss", "val/perplexity"} <= scalars
+    assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_sec", "val/loss", "val/perplexity"} <= scalars
+    assert saved["precision"] == precision.name
+    # MFU is reported exactly where the device's peak for the run's precision is known (every CPU
+    # precision has an estimate; only an unreadable clock leaves it unknown), in every sink alike.
+    mfu_known = peak_flops(torch.device("cpu"), precision) is not None
+    assert ("perf/mfu" in scalars) == mfu_known
+    assert all((r["mfu"] is not None) == mfu_known for r in records if r["type"] == "step")
     assert [e.step for e in accumulator.Scalars("val/loss")] == [0, 3, 6]
     assert accumulator.Scalars("train/loss")[-1].value == pytest.approx([r for r in records if r["type"] == "step"][-1]["loss"])
     text_tags = set(accumulator.Tags()["tensors"])
