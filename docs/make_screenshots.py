@@ -91,6 +91,13 @@ async def shoot(project: Path) -> None:
             await pilot.press("f2", "f1")
             await steady(pilot)
             app.save_screenshot(f"help{suffix}.svg", path=str(OUT))
+            await pilot.press("escape", "n")
+            form = app.screen
+            form.query_one("#run_name", Input).value = "micro-finetune"
+            form.query_one("#init_from", Input).value = "checkpoints/micro-demo"
+            form.query_one("#max_steps", Input).value = "500"
+            await steady(pilot)
+            app.save_screenshot(f"new-run{suffix}.svg", path=str(OUT))
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,10 +35,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file, save_model
 
+from gpt2core.atomic import TMP_PREFIX, parse_side_name, side_path
 from gpt2core.config import ModelConfig
 from gpt2core.errors import CheckpointError, ConfigError, TokenizerError
 from gpt2core.model import GPT
-from gpt2core.tokenizer import Tokenizer
+from gpt2core.process import pid_alive
+from gpt2core.safe_json import UnreadableJSON, read_json_file
+from gpt2core.tokenizer import KINDS, TOKENIZER_FILE, Tokenizer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,8 +51,9 @@ STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
 BEST = "best"
 STEP_DIR = re.compile(r"^step-(\d{8,})$")
-_TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+DEFAULT_CHECKPOINTS_ROOT = Path("checkpoints")
+_MAX_JSON_BYTES = 64 << 20  # manifest, config and trainer-state JSON are KBs; a file this big is not ours
 _SIZE_SLACK = 64 << 20  # bytes a config may ask for beyond its weights file before loading is refused unbuilt
 
 
@@ -147,16 +151,6 @@ def _unwrap(model: torch.nn.Module) -> GPT:
     return model
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # -- writing ----------------------------------------------------------------------------------------
 
 
@@ -178,7 +172,7 @@ def save_checkpoint(
     directory = Path(directory)
     gpt = _unwrap(model)
     parent = directory.parent
-    tmp = _side_path(_TMP_PREFIX, directory)
+    tmp = side_path(directory, TMP_PREFIX)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp.mkdir()
@@ -239,7 +233,7 @@ def _install(tmp: Path, target: Path) -> None:
     parent = target.parent
     old = None
     if target.exists():
-        old = _side_path(_OLD_PREFIX, target)
+        old = side_path(target, _OLD_PREFIX)
         os.rename(target, old)
     try:
         os.rename(tmp, target)
@@ -257,7 +251,7 @@ def link_checkpoint(source: str | Path, target: str | Path) -> Path:
     space), falling back to copies where the filesystem has no hard links; atomic like a save."""
     source, target = Path(source), Path(target)
     verify_checkpoint(source, full=False)
-    tmp = _side_path(_TMP_PREFIX, target)
+    tmp = side_path(target, TMP_PREFIX)
     try:
         tmp.mkdir(parents=True)
         for path in source.iterdir():
@@ -293,12 +287,14 @@ class CheckpointInfo:
 
 
 def _read_json(path: Path) -> Any:
+    """A checkpoint's JSON file through the one untrusted-JSON reader (regular files only,
+    capped, depth-limited); every failure is a CheckpointError naming the file."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path.parent} is missing {path.name}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, OSError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({type(exc).__name__}); the checkpoint is corrupt") from None
+        return read_json_file(path, max_bytes=_MAX_JSON_BYTES)
+    except UnreadableJSON as exc:
+        if exc.missing:
+            raise CheckpointError(f"{path.parent} is missing {path.name}") from None
+        raise CheckpointError(f"{exc}; the checkpoint is corrupt") from None
 
 
 def read_manifest(directory: str | Path) -> dict:
@@ -372,7 +368,7 @@ _hashed_ok: dict[Path, tuple] = {}
 
 def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     directory = Path(directory)
-    read_manifest(directory)
+    manifest = read_manifest(directory)
     config = _read_json(directory / CONFIG)
     if not isinstance(config, dict):
         raise CheckpointError(f"{directory / CONFIG} is malformed: expected a JSON object")
@@ -386,8 +382,33 @@ def read_checkpoint_info(directory: str | Path) -> CheckpointInfo:
     spec = config.get("tokenizer")
     if not isinstance(spec, dict):
         raise CheckpointError(f"{directory / CONFIG} has no tokenizer spec")
+    _check_tokenizer_spec(spec, directory, manifest)
     meta = config.get("meta") if isinstance(config.get("meta"), dict) else {}
     return CheckpointInfo(directory, model_config, spec, meta, (directory / STATE_JSON).exists())
+
+
+def _check_tokenizer_spec(spec: dict, directory: Path, manifest: dict) -> None:
+    """config.json names the tokenizer file, and config.json is untrusted: the name must be a
+    plain file name that the manifest lists (so its size and checksum are checked like every
+    other file) and a regular file inside the checkpoint. An absolute path, ``../x``,
+    ``/dev/zero``, a FIFO or a non-string are refused before anything opens them."""
+    where = directory / CONFIG
+    name = spec.get("file", TOKENIZER_FILE)
+    if not isinstance(name, str) or name != Path(name).name or name in ("", ".", "..") or "\\" in name or "\x00" in name:
+        raise CheckpointError(f"{where}: the tokenizer file must be a plain file name inside the checkpoint, got {str(name)[:80]!r}")
+    if name not in manifest["files"] or name in (MANIFEST, CONFIG, WEIGHTS, STATE_TENSORS, STATE_JSON):
+        raise CheckpointError(f"{where} names tokenizer file {name!r}, which the checkpoint's {MANIFEST} does not list as one")
+    try:
+        is_regular = stat.S_ISREG(os.stat(directory / name).st_mode)
+    except OSError:
+        raise CheckpointError(f"{directory / name} is missing; the checkpoint is incomplete") from None
+    if not is_regular:
+        raise CheckpointError(f"{directory / name} is not a regular file")
+    kind = spec.get("kind")
+    if kind is not None and kind not in KINDS:
+        raise CheckpointError(f"{where}: unknown tokenizer kind {str(kind)[:40]!r}; this gpt2tui knows {', '.join(KINDS)}")
+    if "vocab_size" in spec and (not isinstance(spec["vocab_size"], int) or isinstance(spec["vocab_size"], bool)):
+        raise CheckpointError(f"{where}: the tokenizer's vocab_size must be a whole number")
 
 
 @dataclass
@@ -395,16 +416,33 @@ class LoadedCheckpoint:
     model: GPT
     tokenizer: Tokenizer
     info: CheckpointInfo
+    note: str | None = None  # what the user should know about the choice (best/ was damaged: the latest step instead)
 
 
 def load_checkpoint(
-    path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True, prefer: str = "best"
+    path: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    verify: bool = True,
+    prefer: str = "best",
+    root: str | Path = DEFAULT_CHECKPOINTS_ROOT,
 ) -> LoadedCheckpoint:
     """Load model (eval mode) and tokenizer from a checkpoint directory, or from a run's
-    checkpoint folder (its ``best`` or latest step, see ``resolve_checkpoint``)."""
-    directory = resolve_checkpoint(path, prefer=prefer)
+    checkpoint folder (its ``best`` or latest step, see ``resolve_checkpoint``). When a run was
+    named and its ``best/`` fails verification, its latest step is loaded instead and
+    ``note`` says so (a damaged best must not make a run with good checkpoints unusable)."""
+    directory = resolve_checkpoint(path, prefer=prefer, root=root)
+    note = None
     if verify:
-        verify_checkpoint(directory)
+        try:
+            verify_checkpoint(directory)
+        except CheckpointError as exc:
+            fallback = _latest_instead_of_best(path, directory)
+            if fallback is None:
+                raise
+            verify_checkpoint(fallback)
+            note = f"{directory} failed verification ({exc}); loaded the run's latest checkpoint {fallback} instead"
+            directory = fallback
     info = read_checkpoint_info(directory)
     try:
         tokenizer = Tokenizer.load(directory, info.tokenizer_spec)
@@ -416,10 +454,90 @@ def load_checkpoint(
             f"{info.model_config.vocab_size}; the tokenizer does not belong to this model"
         )
     _check_weights_size(info.model_config, directory / WEIGHTS)
+    require_header_fits(info.model_config, directory / WEIGHTS)  # before GPT(...) allocates anything
     model = GPT(info.model_config)
     _load_weights(model, directory / WEIGHTS)
+    require_finite_weights(model, directory / WEIGHTS)
     model.to(device).eval()
-    return LoadedCheckpoint(model, tokenizer, info)
+    return LoadedCheckpoint(model, tokenizer, info, note)
+
+
+def _latest_instead_of_best(asked: str | Path, chosen: Path) -> Path | None:
+    """The run's latest step when ``chosen`` is the ``best/`` that resolving a run picked
+    (never when the user named a checkpoint directory itself)."""
+    if chosen.name != BEST or is_checkpoint(asked):
+        return None
+    latest = CheckpointStore(chosen.parent, cleanup=False).latest()
+    return latest if latest is not None and latest != chosen else None
+
+
+def read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """{name: shape} from a safetensors file's header alone: no tensor data is read."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
+    except Exception as exc:  # safetensors raises its own SafetensorError for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of the state dict ``GPT(config)`` would have, without building it: a
+    one-block model on the meta device (no memory) gives the names and shapes, and the block's
+    entries repeat for every layer."""
+    with torch.device("meta"):
+        one_block = GPT(config.replace(num_layers=1))
+    shapes: dict[str, tuple[int, ...]] = {}
+    block = "transformer.h.0."
+    for key, value in one_block.state_dict().items():
+        if key.startswith(block):
+            for i in range(config.num_layers):
+                shapes[f"transformer.h.{i}.{key[len(block):]}"] = tuple(value.shape)
+        else:
+            shapes[key] = tuple(value.shape)
+    return shapes
+
+
+_LAYER_KEY = re.compile(r"^transformer\.h\.(\d+)\.")
+
+
+def require_header_fits(config: ModelConfig, path: Path) -> None:
+    """Refuse, before building the model, a config.json that the weight file's header does not
+    match (layer count first, then every name and shape), or whose model would not fit in this
+    machine's memory: a damaged or crafted config must cost a header read, not minutes and GBs."""
+    params = config.num_params()
+    memory = _physical_memory()
+    if memory is not None and params * 4 > memory:  # the model is built in fp32 before loading
+        raise CheckpointError(
+            f"{path.parent / CONFIG} describes a {params:,}-parameter model ({params * 4 / 2**30:.1f} GiB in fp32), "
+            f"more than this machine's {memory / 2**30:.1f} GiB of memory"
+        )
+    shapes = read_tensor_shapes(path)
+    layers = {int(m.group(1)) for key in shapes if (m := _LAYER_KEY.match(key))}
+    if layers != set(range(config.num_layers)):
+        found = f"{len(layers)} layer(s)" if layers == set(range(len(layers))) else f"layer indices {sorted(layers)[:5]}..."
+        raise CheckpointError(f"{path} holds {found} but its config.json says num_layers={config.num_layers}")
+    for a, b in (("lm_head.weight", "transformer.wte.weight"), ("transformer.wte.weight", "lm_head.weight")):
+        if a not in shapes and b in shapes:  # the tied head is stored once, under either name
+            shapes[a] = shapes[b]
+    require_shapes_fit(expected_shapes(config), shapes, where=str(path), config="the config")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None  # not knowable here (Windows): the size checks still bound the model
+
+
+def require_finite_weights(model: torch.nn.Module, where: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: sampling from them fails inside torch
+    ("probability tensor contains nan") and exporting them hands a broken model on."""
+    for name, param in model.named_parameters():
+        if not bool(torch.isfinite(param).all()):
+            raise CheckpointError(
+                f"{where} holds non-finite weights (NaN or infinity, first in {name}): the training diverged or the file "
+                "was altered; use an earlier checkpoint"
+            )
 
 
 def _check_weights_size(config: ModelConfig, path: Path) -> None:
@@ -459,13 +577,18 @@ def _load_weights(model: GPT, path: Path) -> None:
 def require_tensors_fit(expected: dict[str, tuple[int, ...]], tensors: Mapping[str, Any], *, where: str, config: str) -> None:
     """Refuse (CheckpointError) tensors whose names or shapes differ from ``expected``: loading
     them would fail deep inside torch, or worse, broadcast into a model of another shape."""
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
+    require_shapes_fit(expected, {key: tuple(t.shape) for key, t in tensors.items()}, where=where, config=config)
+
+
+def require_shapes_fit(expected: dict[str, tuple[int, ...]], shapes: Mapping[str, tuple[int, ...]], *, where: str, config: str) -> None:
+    """``require_tensors_fit`` on shapes alone (from a safetensors header, before any loading)."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise CheckpointError(f"{where} does not fit the model {config} describes: missing {missing[:3]}, unexpected {unexpected[:3]}")
     for key, shape in expected.items():
-        if tuple(tensors[key].shape) != shape:
-            raise CheckpointError(f"{where}: {key} has shape {tuple(tensors[key].shape)}, {config} needs {shape}")
+        if tuple(shapes[key]) != shape:
+            raise CheckpointError(f"{where}: {key} has shape {tuple(shapes[key])}, {config} needs {shape}")
 
 
 def load_trainer_state(path: str | Path) -> Any:
@@ -490,8 +613,6 @@ def load_trainer_state(path: str | Path) -> Any:
 def is_checkpoint(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
-
-DEFAULT_CHECKPOINTS_ROOT = Path("checkpoints")
 
 
 def resolve_checkpoint(path: str | Path, *, prefer: str = "best", root: str | Path = DEFAULT_CHECKPOINTS_ROOT) -> Path:
@@ -551,11 +672,11 @@ class CheckpointStore:
     def _recover(self) -> None:
         """Undo what a crash mid-save left: put a swapped-out ``best`` back, drop dead temp dirs."""
         for path in self.root.iterdir():
-            for prefix in (_TMP_PREFIX, _OLD_PREFIX):
+            for prefix in (TMP_PREFIX, _OLD_PREFIX):
                 if not path.name.startswith(prefix):
                     continue
-                name, pid = _parse_temp_name(path.name[len(prefix) :])
-                if pid is not None and _pid_alive(pid) and pid != os.getpid():
+                name, pid = parse_side_name(path.name[len(prefix) :])
+                if pid is not None and pid_alive(pid) and pid != os.getpid():
                     continue  # another live process is writing it
                 target = self.root / name
                 if prefix == _OLD_PREFIX and not target.exists() and is_checkpoint(path):
@@ -613,23 +734,9 @@ def delete_checkpoint(path: Path) -> None:
     leaves a directory with its manifest but without its weights: rename it out of the way
     first (atomic), then delete. What a crash leaves is a hidden ``.tmp-`` directory, which no
     loader takes for a checkpoint; ``CheckpointStore._recover`` removes those inside a run."""
-    doomed = _side_path(_TMP_PREFIX, path)
+    doomed = side_path(path, TMP_PREFIX)
     try:
         os.rename(path, doomed)
     except OSError:
         return  # already gone (another process pruned it)
     shutil.rmtree(doomed, ignore_errors=True)
-
-
-def _side_path(prefix: str, path: Path) -> Path:
-    """``<prefix><name>-<pid>-<random>`` beside ``path``: a temporary or swapped-out directory
-    whose writer ``_recover`` can tell alive (``_parse_temp_name`` reads the name back)."""
-    return path.parent / f"{prefix}{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _parse_temp_name(rest: str) -> tuple[str, int | None]:
-    """'step-00000100-4242-ab12cd34' -> ('step-00000100', 4242)."""
-    parts = rest.rsplit("-", 2)
-    if len(parts) == 3 and parts[1].isdigit():
-        return parts[0], int(parts[1])
-    return rest, None

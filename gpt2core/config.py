@@ -8,13 +8,13 @@ Configs validate themselves and raise ``ConfigError`` with a sentence the user c
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from gpt2core.errors import ConfigError
+from gpt2core.schema import check_fields, check_value, option, specs
 
 
 def _require(condition: bool, message: str) -> None:
@@ -28,45 +28,37 @@ def from_mapping(cls, values: Mapping[str, Any], *, what: str):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown {what} option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return cls(**dict(values))
+    try:
+        return cls(**dict(values))
+    except TypeError as exc:  # a required field missing from a hand-made mapping
+        raise ConfigError(f"{what} options: {exc}") from None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """The shape of a GPT-2 model. Defaults are GPT-2 small (124M), as in the specification."""
 
-    vocab_size: int = 50257  # GPT-2's BPE vocabulary; set from the tokenizer for bpe/char models
-    context_length: int = 1024  # longest sequence the learned position table covers
-    d_model: int = 768  # width of the residual stream (embedding dimension)
-    num_heads: int = 12  # attention heads; must divide d_model
-    num_layers: int = 12  # transformer blocks
-    d_ff: int = 3072  # hidden width of the MLP, 4 * d_model in every GPT-2
-    dropout: float = 0.1  # on embeddings, attention weights and residual branches while training
-    bias: bool = True  # GPT-2 has biases in Linear and LayerNorm; False is slightly faster
-    layer_norm_eps: float = 1e-5  # GPT-2's LayerNorm epsilon, needed to match its logits exactly
+    # The upper bounds are far above any GPT-2 (and any model this code can train) and keep a
+    # typo or a hostile config from asking for a model that cannot exist before anything is built.
+    vocab_size: int = option(50257, int, "tokens in the vocabulary (GPT-2's BPE; set from the tokenizer for bpe/char)", minimum=1, maximum=1 << 22)
+    context_length: int = option(1024, int, "longest sequence the learned position table covers", minimum=1, maximum=1 << 17)
+    d_model: int = option(768, int, "width of the residual stream (embedding dimension)", minimum=1, maximum=1 << 16)
+    num_heads: int = option(12, int, "attention heads; must divide d_model", minimum=1, maximum=1 << 12)
+    num_layers: int = option(12, int, "transformer blocks", minimum=1, maximum=1024)
+    d_ff: int = option(3072, int, "hidden width of the MLP, 4 * d_model in every GPT-2", minimum=1, maximum=1 << 18)
+    dropout: float = option(0.1, float, "on embeddings, attention weights and residual branches while training", minimum=0.0, maximum=1.0, max_open=True)
+    bias: bool = option(True, bool, "biases in Linear and LayerNorm as in GPT-2; false is slightly faster")
+    layer_norm_eps: float = option(1e-5, float, "LayerNorm epsilon; GPT-2's value is needed to match its logits", minimum=0.0, maximum=1.0, min_open=True)
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("vocab_size", "context_length", "d_model", "num_heads", "num_layers", "d_ff"):
-            value = getattr(self, name)
-            _require(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                f"{name} must be a positive integer, got {value!r}",
-            )
+        check_fields(self)
         _require(
             self.d_model % self.num_heads == 0,
             f"num_heads ({self.num_heads}) must divide d_model ({self.d_model}); "
             f"try num_heads in {_divisors(self.d_model)}",
-        )
-        _require(
-            isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0,
-            f"dropout must be in [0, 1), got {self.dropout!r}",
-        )
-        _require(
-            isinstance(self.layer_norm_eps, (int, float)) and self.layer_norm_eps > 0,
-            f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}",
         )
 
     @property
@@ -161,51 +153,32 @@ def preset(name: str) -> ModelConfig:
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
 
 
+# The most tokens one continuation may ask for: far beyond any context, and small enough that
+# the buffers sized by it (token ids, timings) are megabytes, not the terabytes a typo asks for.
+MAX_NEW_TOKENS = 1_000_000
+
+
 @dataclass(frozen=True)
 class SampleConfig:
     """How to sample a continuation. Defaults are the specification's InferenceConfig."""
 
-    max_new_tokens: int = 100  # how many tokens to add at most
-    temperature: float = 0.8  # divides the logits; 0 means greedy (always the most likely token)
-    top_k: int = 50  # keep only the k most likely tokens; 0 turns it off
-    top_p: float = 0.95  # keep the smallest set of tokens whose probability sums to top_p; 1 turns it off
-    min_p: float = 0.0  # drop tokens less likely than min_p times the top token; 0 turns it off
-    repetition_penalty: float = 1.2  # >1 makes tokens already in the window less likely (CTRL paper)
-    repetition_window: int = 64  # how many recent tokens the penalty looks at; 0 means all of them
-    stop: tuple[str, ...] = field(default_factory=tuple)  # stop when the text produces any of these
-    seed: int | None = None  # a fixed seed makes sampling reproducible; None draws a fresh one
-    stop_at_eos: bool = True  # end the continuation at the end-of-text token
-    stream: bool = True  # print pieces as they are made rather than all at the end
+    max_new_tokens: int = option(100, int, "how many tokens to add at most", says="at least 1", minimum=1, maximum=MAX_NEW_TOKENS)
+    temperature: float = option(0.8, float, "divides the logits; 0 means greedy (always the most likely token)", minimum=0.0, says="0 (greedy) or positive")
+    top_k: int = option(50, int, "keep only the k most likely tokens; 0 turns it off", minimum=0, says="0 (off) or positive")
+    top_p: float = option(0.95, float, "keep the fewest tokens whose probability sums to top_p; 1 turns it off", minimum=0.0, maximum=1.0, min_open=True)
+    min_p: float = option(0.0, float, "drop tokens less likely than min_p times the top token; 0 turns it off", minimum=0.0, maximum=1.0, max_open=True)
+    repetition_penalty: float = option(1.2, float, ">1 makes tokens already in the window less likely (CTRL paper); 1 is off", minimum=0.0, min_open=True, says="positive (1 turns it off)")
+    repetition_window: int = option(64, int, "how many recent tokens the penalty looks at; 0 means all of them", minimum=0, says="0 (all) or positive")
+    stop: tuple[str, ...] = option((), str, "stop when the text produces any of these", minimum=1, many=True)
+    seed: int | None = option(None, int, "a fixed seed makes sampling reproducible; none draws a fresh one", minimum=0, optional=True)
+    stop_at_eos: bool = option(True, bool, "end the continuation at the end-of-text token")
+    stream: bool = option(True, bool, "print pieces as they are made rather than all at the end")
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, (list, str)):
-            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         self.validate()
 
     def validate(self) -> None:
-        _require(
-            isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
-            f"max_new_tokens must be at least 1, got {self.max_new_tokens!r}",
-        )
-        _require(
-            _is_finite_number(self.temperature) and self.temperature >= 0,
-            f"temperature must be 0 (greedy) or positive, got {self.temperature!r}",
-        )
-        _require(isinstance(self.top_k, int) and self.top_k >= 0, f"top_k must be 0 (off) or positive, got {self.top_k!r}")
-        _require(
-            _is_finite_number(self.top_p) and 0.0 < self.top_p <= 1.0,
-            f"top_p must be in (0, 1], got {self.top_p!r}",
-        )
-        _require(_is_finite_number(self.min_p) and 0.0 <= self.min_p < 1.0, f"min_p must be in [0, 1), got {self.min_p!r}")
-        _require(
-            _is_finite_number(self.repetition_penalty) and self.repetition_penalty > 0,
-            f"repetition_penalty must be positive (1 turns it off), got {self.repetition_penalty!r}",
-        )
-        _require(
-            isinstance(self.repetition_window, int) and self.repetition_window >= 0,
-            f"repetition_window must be 0 (all) or positive, got {self.repetition_window!r}",
-        )
-        _require(all(isinstance(s, str) and s for s in self.stop), "stop strings must be non-empty text")
+        check_fields(self)
 
     def replace(self, **changes: Any) -> "SampleConfig":
         return dataclasses.replace(self, **changes)
@@ -217,14 +190,7 @@ class SampleConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "SampleConfig":
-        values = dict(values)
-        if "stop" in values:
-            values["stop"] = tuple(values["stop"])
         return from_mapping(cls, values, what="sampling")
-
-
-def _is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # -- data, training and the run that bundles them -------------------------------------------------
@@ -238,23 +204,21 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 class DataConfig:
     """Where the training text comes from and how it becomes tokens."""
 
-    data: tuple[str, ...] = ()  # local files, directories or globs; empty (and no dataset_name) = the built-in corpus
-    dataset_name: str | None = None  # a Hugging Face dataset by name (e.g. "wikitext") or a local dataset directory
-    dataset_config: str | None = None  # the dataset's configuration (e.g. "wikitext-2-raw-v1")
-    text_column: str = "text"  # the dataset column that holds the text
-    tokenizer: str | None = None  # gpt2 / bpe / char; None picks gpt2 for GPT-2-sized presets, bpe (or char) otherwise
-    vocab_size: int | None = None  # tokens in a learned bpe vocabulary; None takes the preset's vocab_size
-    val_fraction: float = 0.05  # share of a corpus without its own validation split held out for validation
-    test_fraction: float = 0.05  # share of a corpus without its own test split held out for the final test
-    cache_dir: str | None = None  # learned tokenizers and token files; None = $GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui
+    data: tuple[str, ...] = option((), str, "local files, directories or globs; none (and no dataset_name) = the built-in corpus", minimum=1, many=True)
+    dataset_name: str | None = option(None, str, "a Hugging Face dataset by name (e.g. wikitext) or a local dataset directory", minimum=1, optional=True, says="text")
+    dataset_config: str | None = option(None, str, "the dataset's configuration (e.g. wikitext-2-raw-v1)", minimum=1, optional=True, says="text")
+    text_column: str = option("text", str, "the dataset column that holds the text", minimum=1)
+    tokenizer: str | None = option(None, str, "gpt2, bpe, char, or a tokenizer directory (tokenizer.json, or vocab.json + merges.txt); none picks gpt2 for GPT-2-sized presets, bpe (or char) otherwise", minimum=1, optional=True)
+    vocab_size: int | None = option(None, int, "tokens in a learned bpe vocabulary (every byte plus end-of-text at least); none takes the preset's", says="at least 257 (every byte plus end-of-text)", minimum=257, maximum=1 << 22, optional=True)
+    val_fraction: float = option(0.05, float, "share of a corpus without its own validation split held out for validation", minimum=0.0, maximum=0.5, min_open=True, max_open=True)
+    test_fraction: float = option(0.05, float, "share of a corpus without its own test split held out for the final test", minimum=0.0, maximum=0.5, min_open=True, max_open=True)
+    cache_dir: str | None = option(None, str, "learned tokenizers and token files; none = $GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui", minimum=1, optional=True)
 
     def __post_init__(self) -> None:
-        if isinstance(self.data, (str, list)):
-            object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
         self.validate()
 
     def validate(self) -> None:
-        _require(all(isinstance(p, str) and p for p in self.data), "data paths must be non-empty text")
+        check_fields(self)
         _require(
             not (self.data and self.dataset_name),
             "give either --data (local files) or --dataset-name (a Hugging Face dataset), not both",
@@ -263,22 +227,6 @@ class DataConfig:
             self.dataset_config is None or self.dataset_name is not None,
             "--dataset-config needs --dataset-name",
         )
-        for name in ("dataset_name", "dataset_config"):  # from a TOML file they may be any type
-            value = getattr(self, name)
-            _require(value is None or isinstance(value, str), f"{name} must be text, got {value!r}")
-        _require(isinstance(self.text_column, str) and self.text_column, f"text_column must be non-empty text, got {self.text_column!r}")
-        _require(
-            self.tokenizer is None or self.tokenizer in TOKENIZER_KINDS,
-            f"tokenizer must be one of {', '.join(TOKENIZER_KINDS)}, got {self.tokenizer!r}",
-        )
-        _require(
-            self.vocab_size is None or (_is_int(self.vocab_size) and self.vocab_size >= 257),
-            f"vocab_size must be at least 257 (every byte plus end-of-text), got {self.vocab_size!r}",
-        )
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            _require(_is_finite_number(value) and 0.0 < value < 0.5, f"{name} must be in (0, 0.5), got {value!r}")
-        _require(self.cache_dir is None or (isinstance(self.cache_dir, str) and self.cache_dir), "cache_dir must be a path")
 
     @property
     def source(self) -> str:
@@ -302,96 +250,46 @@ class DataConfig:
 class TrainConfig:
     """How to train. Defaults are the specification's TrainingConfig (batch 8, lr 3e-4, ...)."""
 
-    batch_size: int = 8  # sequences per micro-batch
-    learning_rate: float = 3e-4  # peak learning rate, reached at the end of warmup
-    min_lr: float | None = None  # floor the cosine decay ends at; None = learning_rate / 10
-    weight_decay: float = 0.01  # AdamW decay on matrices only (not biases, norms or embeddings' positions)
-    beta1: float = 0.9  # AdamW momentum of the gradient
-    beta2: float = 0.95  # AdamW momentum of the squared gradient; 0.95 is steadier than 0.999 for transformers
-    warmup_steps: int = 2000  # linear warmup from 0 to learning_rate
-    gradient_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    grad_accum: int = 1  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
-    max_steps: int | None = None  # stop after this many optimizer steps; None = no step limit
-    max_epochs: float | None = 10.0  # stop after this many passes over the training tokens; None = no limit
-    max_training_hours: float | None = 12.0  # wall-clock budget; the learning-rate decay is fitted to end with it
-    mixed_precision: bool = True  # bf16 autocast where fast, fp16 + loss scaling on GPUs without bf16
-    precision: str = "auto"  # auto (follow mixed_precision and the device), bf16, fp16 or fp32
-    compile: bool = False  # torch.compile the model (pays off on GPUs for long runs; slower to start)
-    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps
-    threads: int | str | None = None  # CPU threads: None = torch's choice, N = fixed, "auto" = the fastest as load changes
-    seed: int = 1337  # seeds initialisation, batch order, dropout and samples
-    eval_interval: int = 500  # evaluate (val loss, sample, checkpoint) every this many steps
-    eval_iters: int = 50  # validation batches per evaluation (batch_size windows each)
-    log_interval: int = 10  # report training loss and speed every this many steps
-    checkpoint_interval: int | None = None  # also save every this many steps; None = at each evaluation only
-    keep_last: int = 3  # step checkpoints kept (the best is kept besides); at least 2
-    sample_prompt: str = "The"  # prompt of the text sample at each evaluation
-    sample_tokens: int = 100  # tokens in that sample; 0 turns samples off
-    max_bad_steps: int = 5  # give up after this many NaN/Inf steps in a row
-    on_save_error: str = "stop"  # a checkpoint that cannot be written (disk full): stop the run, or continue and retry at the next save
+    batch_size: int = option(8, int, "sequences per micro-batch", minimum=1, maximum=1 << 20)
+    learning_rate: float = option(3e-4, float, "peak learning rate, reached at the end of warmup", minimum=0.0, min_open=True)
+    min_lr: float | None = option(None, float, "floor the cosine decay ends at; none = learning_rate / 10", minimum=0.0, optional=True)
+    weight_decay: float = option(0.01, float, "AdamW decay on matrices only (not biases, norms or embeddings' positions)", minimum=0.0)
+    beta1: float = option(0.9, float, "AdamW momentum of the gradient", minimum=0.0, maximum=1.0, max_open=True)
+    beta2: float = option(0.95, float, "AdamW momentum of the squared gradient; 0.95 is steadier than 0.999 for transformers", minimum=0.0, maximum=1.0, max_open=True)
+    warmup_steps: int = option(2000, int, "linear warmup from 0 to learning_rate", minimum=0)
+    gradient_clip: float = option(1.0, float, "clip the global gradient norm to this; 0 turns clipping off", minimum=0.0, says="0 (off) or positive")
+    grad_accum: int = option(1, int, "micro-batches per optimizer step (effective batch = batch_size * grad_accum)", minimum=1, maximum=1 << 20)
+    max_steps: int | None = option(None, int, "stop after this many optimizer steps; none = no step limit", minimum=1, optional=True)
+    max_epochs: float | None = option(10.0, float, "stop after this many passes over the training tokens; none = no limit", minimum=0.0, min_open=True, optional=True)
+    max_training_hours: float | None = option(12.0, float, "wall-clock budget; the learning-rate decay is fitted to end with it", minimum=0.0, min_open=True, optional=True)
+    mixed_precision: bool = option(True, bool, "bf16 autocast where fast, fp16 + loss scaling on GPUs without bf16")
+    precision: str = option("auto", str, "auto (follow mixed_precision and the device), bf16, fp16 or fp32", choices=PRECISIONS)
+    compile: bool = option(False, bool, "torch.compile the model (pays off on GPUs for long runs; slower to start)")
+    device: str = option("auto", str, f"where to train: {DEVICES_HELP}", minimum=1)
+    threads: int | str | None = option(None, int, "CPU threads: none = torch's choice, N = fixed, auto = the fastest as load changes", minimum=1, maximum=4096, optional=True, also=("auto",), says="a positive integer or 'auto'")
+    seed: int = option(1337, int, "seeds initialisation, batch order, dropout and samples", minimum=0)
+    eval_interval: int = option(500, int, "evaluate (val loss, sample, checkpoint) every this many steps", minimum=1)
+    eval_iters: int = option(50, int, "validation batches per evaluation (batch_size windows each)", minimum=1, maximum=1 << 20)
+    log_interval: int = option(10, int, "report training loss and speed every this many steps", minimum=1)
+    checkpoint_interval: int | None = option(None, int, "also save every this many steps; none = at each evaluation only", minimum=1, optional=True)
+    keep_last: int = option(3, int, "step checkpoints kept besides the best; at least 2 so a good checkpoint always survives", says="at least 2 so a good checkpoint always survives", minimum=2, maximum=1 << 20)
+    sample_prompt: str = option("The", str, "prompt of the text sample at each evaluation")
+    sample_tokens: int = option(100, int, "tokens in that sample; 0 turns samples off", minimum=0, maximum=MAX_NEW_TOKENS)
+    max_bad_steps: int = option(5, int, "give up after this many NaN/Inf steps in a row", minimum=1)
+    on_save_error: str = option("stop", str, "a checkpoint that cannot be written (disk full): stop the run, or continue and retry at the next save", choices=("stop", "continue"))
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        for name in ("batch_size", "grad_accum", "eval_interval", "eval_iters", "log_interval", "max_bad_steps"):
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 1, f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "sample_tokens", "seed"):
-            value = getattr(self, name)
-            _require(_is_int(value) and value >= 0, f"{name} must be a non-negative integer, got {value!r}")
+        check_fields(self)
         _require(
-            _is_finite_number(self.learning_rate) and self.learning_rate > 0,
-            f"learning_rate must be positive, got {self.learning_rate!r}",
-        )
-        _require(
-            self.min_lr is None or (_is_finite_number(self.min_lr) and 0 <= self.min_lr <= self.learning_rate),
+            self.min_lr is None or self.min_lr <= self.learning_rate,
             f"min_lr must be between 0 and learning_rate ({self.learning_rate}), got {self.min_lr!r}",
-        )
-        _require(
-            _is_finite_number(self.weight_decay) and self.weight_decay >= 0,
-            f"weight_decay must be 0 or positive, got {self.weight_decay!r}",
-        )
-        for name in ("beta1", "beta2"):
-            value = getattr(self, name)
-            _require(_is_finite_number(value) and 0 <= value < 1, f"{name} must be in [0, 1), got {value!r}")
-        _require(
-            _is_finite_number(self.gradient_clip) and self.gradient_clip >= 0,
-            f"gradient_clip must be 0 (off) or positive, got {self.gradient_clip!r}",
-        )
-        _require(
-            self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
-            f"max_steps must be a positive integer, got {self.max_steps!r}",
-        )
-        _require(
-            self.max_epochs is None or (_is_finite_number(self.max_epochs) and self.max_epochs > 0),
-            f"max_epochs must be positive, got {self.max_epochs!r}",
-        )
-        _require(
-            self.max_training_hours is None or (_is_finite_number(self.max_training_hours) and self.max_training_hours > 0),
-            f"max_training_hours must be positive, got {self.max_training_hours!r}",
         )
         _require(
             any(v is not None for v in (self.max_steps, self.max_epochs, self.max_training_hours)),
             "set at least one limit: max_steps, max_epochs or max_training_hours",
-        )
-        _require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        _require(isinstance(self.device, str) and self.device, f"device must be one of {DEVICES_HELP}")
-        _require(
-            self.threads is None or self.threads == "auto" or (_is_int(self.threads) and self.threads >= 1),
-            f"threads must be a positive integer or 'auto', got {self.threads!r}",
-        )
-        _require(
-            self.checkpoint_interval is None or (_is_int(self.checkpoint_interval) and self.checkpoint_interval >= 1),
-            f"checkpoint_interval must be a positive integer, got {self.checkpoint_interval!r}",
-        )
-        _require(
-            _is_int(self.keep_last) and self.keep_last >= 2,
-            f"keep_last must be at least 2 so a good checkpoint always survives, got {self.keep_last!r}",
-        )
-        _require(isinstance(self.sample_prompt, str), "sample_prompt must be text")
-        _require(
-            self.on_save_error in ("stop", "continue"), f"on_save_error must be stop or continue, got {self.on_save_error!r}"
         )
 
     @property
@@ -418,6 +316,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     preset: str | None = None  # the preset the model shape started from, for the record
 
+    def __post_init__(self) -> None:
+        _require(self.preset is None or (isinstance(self.preset, str) and self.preset), f"preset must be a preset's name, got {self.preset!r}")
+        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig)):
+            _require(isinstance(getattr(self, name), cls), f"the run config's {name} section must be a table of options")
+
     def replace(self, **changes: Any) -> "RunConfig":
         return dataclasses.replace(self, **changes)
 
@@ -429,6 +332,8 @@ class RunConfig:
         unknown = sorted(set(values) - {"preset", "model", "data", "train"})
         if unknown:
             raise ConfigError(f"unknown run config section(s): {', '.join(unknown)}")
+        for name in ("model", "data", "train"):
+            _require(isinstance(values.get(name) or {}, Mapping), f"the run config's {name} section must be a table of options")
         return cls(
             model=ModelConfig.from_dict(values.get("model") or {}),
             data=DataConfig.from_dict(values.get("data") or {}),
@@ -445,6 +350,47 @@ TRAIN_OPTIONS = frozenset(f.name for f in fields(TrainConfig))
 RUN_OPTIONS = frozenset({"preset"})
 
 
+def option_table() -> dict[str, tuple[str, Any, Any]]:
+    """Every flat run option -> (its section, its Spec, its default): the one table that a TOML
+    file, a command line or a console form is checked against before a config is built."""
+    table: dict[str, tuple[str, Any, Any]] = {}
+    for section, cls, names in (("model", ModelConfig, MODEL_OPTIONS), ("data", DataConfig, DATA_OPTIONS), ("train", TrainConfig, TRAIN_OPTIONS)):
+        for name, spec, default in specs(cls):
+            if name in names:
+                table[name] = (section, spec, default)
+    return table
+
+
+def check_option(name: str, value: Any) -> Any:
+    """One flat run option's value, checked by its declaration (ConfigError if it is unknown or
+    not allowed). ``preset`` is checked against the presets (and auto)."""
+    if name == "preset":
+        _require(value is None or value == "auto" or (isinstance(value, str) and value in PRESETS), f"preset must be auto or one of {', '.join(PRESETS)}, got {value!r}")
+        return value
+    table = option_table()
+    if name not in table:
+        raise ConfigError(f"unknown option {name!r} (known: {', '.join(sorted([*table, 'preset']))})")
+    return check_value(name, table[name][1], value)
+
+
+def absolute_data_paths(paths: Any) -> Any:
+    """--data values as absolute paths (globs stay globs, made absolute), as a run records them:
+    a resume or an evaluation from another folder must read the same files. Anything not a list
+    of text is returned as it is, for validation to refuse."""
+    import os
+
+    import glob
+
+    items = (paths,) if isinstance(paths, str) else paths
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) and p for p in items):
+        return paths
+    # A path that does not exist stays as typed: it is refused when the corpus is read, and the
+    # message should show what the user typed.
+    return tuple(
+        os.path.abspath(os.path.expanduser(p)) if os.path.exists(os.path.expanduser(p)) or glob.has_magic(p) else p for p in items
+    )
+
+
 def run_config_from_options(options: Mapping[str, Any]) -> RunConfig:
     """A RunConfig from flat options (``preset``, ``d_model``, ``tokenizer``, ``learning_rate``, ...):
     the preset's model shape with the model options laid over it, and the data and training
@@ -458,9 +404,12 @@ def run_config_from_options(options: Mapping[str, Any]) -> RunConfig:
     model_changes = {k: v for k, v in options.items() if k in MODEL_OPTIONS}
     if "d_model" in model_changes and "d_ff" not in model_changes:
         model_changes["d_ff"] = 4 * model_changes["d_model"]  # keep GPT-2's MLP ratio when only the width changes
+    data_options = {k: v for k, v in options.items() if k in DATA_OPTIONS}
+    if data_options.get("data"):
+        data_options["data"] = absolute_data_paths(data_options["data"])
     try:
         model = base.replace(**model_changes)
-        data = DataConfig(**{k: v for k, v in options.items() if k in DATA_OPTIONS})
+        data = DataConfig(**data_options)
         train = TrainConfig(**{k: v for k, v in options.items() if k in TRAIN_OPTIONS})
     except TypeError as exc:  # a value of the wrong type that validate() did not catch
         raise ConfigError(str(exc)) from None
@@ -496,8 +445,12 @@ def load_options_file(path: str | Path) -> dict[str, Any]:
                 options[inner] = inner_value
         else:
             options[key] = value
+    known = set(option_table()) | RUN_OPTIONS
+    for key, value in options.items():  # each value by its declaration, so the message names the file
+        if key not in known:
+            continue  # unknown names are refused all together, with the list of known ones, when the config is built
+        try:
+            options[key] = check_option(key, value)
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
     return options
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -23,27 +23,28 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import sysconfig
-import uuid
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from gpt2core.atomic import atomic_dir, write_file_atomic
 from gpt2core.config import DataConfig
 from gpt2core.errors import DataError
+from gpt2core.process import name_this_thread
 from gpt2core.tokenizer import EOS_TOKEN, TOKENIZER_FILE, Tokenizer, build_tokenizer
 
 SPLITS = ("train", "val", "test")
 BUILTIN_DESCRIPTION = "Python's own documentation (the language reference topics and the standard library's docstrings)"
 _SNIFF_BYTES = 8192  # how much of a file is checked for NUL bytes before it is read as text
 _ENCODE_CHUNK_CHARS = 1 << 16  # texts are encoded in pieces this big so the Rust side can use every core
-_ENCODE_GROUP = 256  # pieces per encode_batch call: ~16 MB of text in flight at a time
+_ENCODE_GROUP = 64  # pieces per encode_batch call: ~4 MB of text in flight, so a signal waits for at most one group
 _MIN_DOCSTRING_CHARS = 200  # shorter docstrings are mostly one-line summaries, not prose
 _CACHE_FORMAT = 1  # bump when the token files' layout changes, so old entries are not misread
 
@@ -58,6 +59,16 @@ class CorpusText:
     description: str
     splits: dict[str, str]  # "train" / "val" / "test" -> text (documents separated by EOS_TOKEN)
     fingerprint: str
+    files: tuple[dict, ...] = ()  # local files read: absolute path, size and sha256 of the text (file_record)
+
+
+def file_record(path: Path, text: str) -> dict:
+    """What a checkpoint remembers of one corpus file, so a resume can say what changed."""
+    return {
+        "path": str(path.expanduser().resolve()),
+        "bytes": len(text.encode("utf-8", errors="surrogatepass")),
+        "sha256": hashlib.sha256(text.encode("utf-8", errors="surrogatepass")).hexdigest(),
+    }
 
 
 def builtin_documents(cache_dir: Path | None = None) -> list[str]:
@@ -100,9 +111,7 @@ def builtin_documents(cache_dir: Path | None = None) -> list[str]:
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(documents), encoding="utf-8")
-            os.replace(tmp, cached)
+            write_file_atomic(cached, json.dumps(documents))
         except OSError:
             pass  # an unwritable cache only costs the next run the reading time
     return documents
@@ -143,6 +152,8 @@ def expand_data_paths(specs: Sequence[str]) -> list[Path]:
             if not matched_files:
                 raise DataError(f"--data {spec!r} matches no files")
             files.extend(matched_files)
+        elif path.exists():  # a FIFO would hang the reader, a device like /dev/zero never ends
+            raise DataError(f"--data {spec}: not a regular file (a text file, a directory of them, or a glob)")
         else:
             raise DataError(f"--data {spec}: no such file or directory")
     seen: set[Path] = set()
@@ -248,6 +259,7 @@ def load_corpus(cfg: DataConfig) -> CorpusText:
     elif cfg.source == "files":
         files = expand_data_paths(cfg.data)
         texts = [read_text_file(f) for f in files]
+        records = tuple(file_record(f, t) for f, t in zip(files, texts))
         text = EOS_TOKEN.join(t for t in texts if t.strip())
         description = f"{len(files)} file(s): {', '.join(str(f) for f in files[:3])}{' ...' if len(files) > 3 else ''}"
         splits = _carve(text, cfg.val_fraction, cfg.test_fraction)
@@ -277,7 +289,38 @@ def load_corpus(cfg: DataConfig) -> CorpusText:
     if not splits["train"].strip():
         raise DataError(f"the corpus is empty ({description}); give text with --data PATH")
     fingerprint = _fingerprint(f"corpus-v{_CACHE_FORMAT}", *(splits[s] for s in SPLITS))
-    return CorpusText(description, splits, fingerprint)
+    return CorpusText(description, splits, fingerprint, records if cfg.source == "files" else ())
+
+
+def corpus_changes(recorded: dict, corpus: CorpusText) -> list[str]:
+    """What differs between the corpus a checkpoint recorded (its ``data`` info) and ``corpus``
+    as it reads now, in words; empty when they are the same text. A checkpoint from before
+    fingerprints were recorded has nothing to compare and yields no changes."""
+    before = recorded.get("corpus_fingerprint") if isinstance(recorded, dict) else None
+    if not isinstance(before, str) or not before or before == corpus.fingerprint:
+        return []
+    old = {f.get("path"): f for f in recorded.get("files") or [] if isinstance(f, dict)}
+    new = {f["path"]: f for f in corpus.files}
+    changes = [f"{path} is gone" for path in old if path not in new]
+    changes += [f"{path} is new" for path in new if path not in old]
+    for path in (p for p in new if p in old):
+        if new[path]["sha256"] != old[path].get("sha256"):
+            changes.append(f"{path} changed ({old[path].get('bytes')} -> {new[path]['bytes']} bytes)")
+    return changes or [f"the corpus text differs ({corpus.description})"]
+
+
+def check_corpus_unchanged(recorded: dict, cfg: DataConfig, *, allow_change: bool = False) -> list[str]:
+    """Refuse (DataError) to resume on a corpus other than the one the checkpoint trained on:
+    its val loss would be compared with a best from other text. With ``allow_change`` the
+    changes are returned for the caller to show, and the resume goes on."""
+    changes = corpus_changes(recorded, load_corpus(cfg))
+    if changes and not allow_change:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise DataError(
+            f"the training data changed since this checkpoint was saved: {shown}; "
+            "resume on it anyway with --allow-data-change (val losses then compare across corpora)"
+        )
+    return changes
 
 
 # -- tokenising and caching -----------------------------------------------------------------------
@@ -294,6 +337,8 @@ class PreparedData:
     cache_path: Path
     unigram_loss: float  # val cross-entropy of a model that only knows training token frequencies
     reused: bool  # True when the token files came from the cache
+    corpus_fingerprint: str = ""  # CorpusText.fingerprint: changes whenever any split's text does
+    files: tuple[dict, ...] = ()  # CorpusText.files: the local files read, for saying what changed
 
     def info(self) -> dict:
         """What a checkpoint records about its data."""
@@ -303,6 +348,8 @@ class PreparedData:
             "tokens": {s: int(len(a)) for s, a in self.splits.items()},
             "bytes": dict(self.split_bytes),
             "unigram_loss": self.unigram_loss,
+            "corpus_fingerprint": self.corpus_fingerprint,
+            "files": [dict(f) for f in self.files],
         }
 
     def require(self, split: str, min_tokens: int) -> np.ndarray:
@@ -318,22 +365,6 @@ def _require_tokens(tokens: np.ndarray, split: str, min_tokens: int) -> np.ndarr
     return tokens
 
 
-@contextmanager
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory and rename it to ``final`` on success."""
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.exists():  # another process finishing the same entry first is fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def cache_root(cfg: DataConfig) -> Path:
     """cache_dir, else $GPT2TUI_CACHE_DIR, else $XDG_CACHE_HOME/gpt2tui, else ~/.cache/gpt2tui."""
     if cfg.cache_dir:
@@ -346,20 +377,56 @@ def cache_root(cfg: DataConfig) -> Path:
 def learn_tokenizer(corpus: CorpusText, kind: str, vocab_size: int | None, cache_dir: Path) -> Tokenizer:
     """The tokenizer of ``kind`` for this corpus: loaded for gpt2, learned from the training
     text (and cached) for bpe and char."""
-    if kind == "gpt2":
-        return build_tokenizer("gpt2")
+    if kind not in ("bpe", "char"):  # gpt2 or a tokenizer directory: loaded, never learned
+        return build_tokenizer(kind)
     vocab = vocab_size if kind == "bpe" else None
     key = _fingerprint(corpus.fingerprint, kind, str(vocab))[:24]
     entry = cache_dir / "tokenizers" / key
     if (entry / TOKENIZER_FILE).exists():
         return Tokenizer.load(entry, {"kind": kind})
-    tokenizer = build_tokenizer(kind, _chunks(corpus.splits["train"]), vocab_size=vocab)
+    tokenizer = run_interruptibly(lambda: build_tokenizer(kind, _chunks(corpus.splits["train"]), vocab_size=vocab))
     try:
-        with _atomic_dir(entry) as tmp:
+        with atomic_dir(entry) as tmp:
             tokenizer.save(tmp)
     except OSError:
         pass  # an unwritable cache only costs the next run the learning time
     return tokenizer
+
+
+_T = TypeVar("_T")
+TOKENIZER_THREAD = "gpt2tui-tokens"  # the OS name of the thread that learns a tokenizer
+_SIGNAL_POLL_S = 0.05  # how often the main thread looks up from a long Rust call to run signal handlers
+
+
+def run_interruptibly(work: Callable[[], _T]) -> _T:
+    """``work()``, in a way that lets a signal handler interrupt it at once.
+
+    Python runs signal handlers only in the main thread and only between bytecodes, so a long
+    call into Rust (learning a BPE vocabulary takes minutes on a big corpus) would hold a
+    Ctrl-C or SIGTERM back until it returns. Here the call runs in a daemon thread (the
+    tokenizers library releases the GIL while it learns) and the main thread waits in short
+    joins, where handlers run: a handler that raises (KeyboardInterrupt before training starts)
+    leaves this function at once, the result is never used or cached, and the daemon thread
+    ends with the process. Off the main thread (the console's workers) it simply calls ``work``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        name_this_thread(TOKENIZER_THREAD)  # visible in top -H (and to the tests that signal it)
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # handed to the main thread, which raises it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="gpt2tui-tokenizer", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(_SIGNAL_POLL_S)
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["value"]  # type: ignore[return-value]
 
 
 def _chunks(text: str, size: int = _ENCODE_CHUNK_CHARS) -> list[str]:
@@ -402,7 +469,7 @@ def prepare_data(cfg: DataConfig, *, tokenizer: Tokenizer | None = None, corpus:
     reused = (entry / "meta.json").exists()
     if not reused:
         try:
-            with _atomic_dir(entry) as tmp:
+            with atomic_dir(entry) as tmp:
                 _write_token_files(tmp, corpus, tokenizer)
         except OSError as exc:
             raise DataError(f"cannot write the token cache under {cache_dir}: {exc.strerror or exc}; choose another with --cache-dir") from None
@@ -425,6 +492,8 @@ def prepare_data(cfg: DataConfig, *, tokenizer: Tokenizer | None = None, corpus:
         cache_path=entry,
         unigram_loss=unigram_loss,
         reused=reused,
+        corpus_fingerprint=corpus.fingerprint,
+        files=corpus.files,
     )
 
 
@@ -440,7 +509,7 @@ def _write_token_files(directory: Path, corpus: CorpusText, tokenizer: Tokenizer
             for i in range(0, len(chunks), _ENCODE_GROUP):
                 for ids in tokenizer.encode_batch(chunks[i : i + _ENCODE_GROUP]):
                     array = np.asarray(ids, dtype=dtype)
-                    array.tofile(out)
+                    out.write(array.tobytes())  # not tofile: its short write on a full disk says only "N requested and M written", no errno
                     counts[split] += len(array)
     tokenizer.save(directory)
     read = lambda split: np.fromfile(directory / f"{split}.bin", dtype=dtype)  # noqa: E731

@@ -19,6 +19,7 @@ from gpt2core.config import (
     DATA_OPTIONS,
     MODEL_OPTIONS,
     RunConfig,
+    absolute_data_paths,
     run_config_from_options,
 )
 from gpt2core.errors import ConfigError
@@ -70,6 +71,10 @@ _ACCELERATOR_PLAN: dict[str, Any] = {
 }
 
 
+# The specification's limits, which a named preset starts from (TrainConfig's defaults).
+_SPEC_LIMITS: dict[str, Any] = {"max_steps": None, "max_epochs": 10.0, "max_training_hours": 12.0}
+
+
 def auto_options(device: torch.device) -> dict[str, Any]:
     """The options of the no-option run on ``device``."""
     return dict(_CPU_PLAN if device.type == "cpu" else _ACCELERATOR_PLAN)
@@ -88,6 +93,36 @@ def resolve_tokenizer(config: RunConfig) -> RunConfig:
     return config.replace(data=data)
 
 
+LIMIT_OPTIONS = ("max_steps", "max_epochs", "max_training_hours")  # what may end a run
+
+
+def explicit_limits(options: Mapping[str, Any]) -> set[str]:
+    """The limits the user set (a value, not "none"): flags, a TOML file or a search trial."""
+    return {key for key in LIMIT_OPTIONS if options.get(key) is not None}
+
+
+def _without_implicit_limits(defaults: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` (the plan's or the specification's) fitted to what the user asked for.
+
+    Limits are all or nothing: once the user sets any limit, the ones they did not set are off,
+    so an implicit budget never cuts an explicit ``--max-epochs 10`` short, and a run with an
+    explicit step or epoch limit is not shaped by a clock it never asked for. Such a run also
+    keeps a fixed thread count (the thread tuner changes the sums), unless --threads auto is
+    given. A learning rate given without a floor gets the documented floor, lr / 10, not the
+    plan's floor (which was chosen for the plan's learning rate and may lie above the user's)."""
+    fitted = dict(defaults)
+    given = explicit_limits(options)
+    if given:
+        for key in LIMIT_OPTIONS:
+            if key not in options:
+                fitted[key] = None
+        if given & {"max_steps", "max_epochs"} and "threads" not in options:
+            fitted.pop("threads", None)
+    if "learning_rate" in options and "min_lr" not in options:
+        fitted["min_lr"] = None
+    return fitted
+
+
 def build_run_config(options: Mapping[str, Any]) -> RunConfig:
     """A complete RunConfig from flat options (CLI flags, a TOML file, a search trial)."""
     options = dict(options)
@@ -95,7 +130,10 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         from gpt2core.loading import resolve_device
 
         device = resolve_device(options.get("device") or "auto")
-        options = {**auto_options(device), **{k: v for k, v in options.items() if k != "preset"}}
+        given = {k: v for k, v in options.items() if k != "preset"}
+        options = {**_without_implicit_limits(auto_options(device), given), **given}
+    else:  # a named preset: the specification's limits (10 epochs, 12 hours) are implicit too
+        options = {**_without_implicit_limits(_SPEC_LIMITS, options), **options}
     return resolve_tokenizer(run_config_from_options(options))
 
 
@@ -120,6 +158,8 @@ def resume_config(saved: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
             have = getattr(current, key)
             if isinstance(have, tuple):
                 value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            if key == "data":  # runs record absolute paths; the same files typed relative are no change
+                value, have = absolute_data_paths(value), absolute_data_paths(have)
             if value != have:
                 raise ConfigError(f"cannot change {key} of a resumed run ({what}: it is {have!r}, asked {value!r})")
     data = saved.data.replace(cache_dir=data_changes["cache_dir"]) if "cache_dir" in data_changes else saved.data

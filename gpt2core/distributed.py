@@ -124,7 +124,10 @@ class RankWriter:
     def stop_requested(self) -> bool:
         return False  # rank 0 reads the stop_request file; the step agreement tells the others
 
-    def close(self, state: str | None = None, message: str | None = None) -> None:
+    def take_write_error(self) -> None:
+        return None  # writes nothing, so nothing fails
+
+    def close(self, state: str | None = None, message: str | None = None, reason: str | None = None) -> None:
         pass
 
 
@@ -334,13 +337,19 @@ class Distributed:
 
     # -- evaluation ---------------------------------------------------------------------------------
 
-    def window_loss(self, model: torch.nn.Module, tokens: np.ndarray, starts: np.ndarray, *, batch_size: int, autocast=None) -> float:
+    def window_loss(
+        self, model: torch.nn.Module, tokens: np.ndarray, starts: np.ndarray, *, batch_size: int, autocast=None, should_stop=None
+    ) -> float:
         """Mean loss over the windows ``starts``, each rank scoring every world_size-th one; the
-        same number a single process computes over all of them (up to summation order)."""
+        same number a single process computes over all of them (up to summation order).
+
+        ``should_stop`` (asked between batches; EvaluationStopped when True) applies to a single
+        process only: ranks leaving an evaluation at different batches would leave the others
+        waiting in its all_reduce, so a stop on several ranks waits for the evaluation's end."""
         from gpt2core.evaluate import window_loss
 
         if not self.enabled:
-            return window_loss(model, tokens, starts, batch_size=batch_size, autocast=autocast)
+            return window_loss(model, tokens, starts, batch_size=batch_size, autocast=autocast, should_stop=should_stop)
         mine = starts[self.rank :: self.world_size]
         loss = window_loss(model, tokens, mine, batch_size=batch_size, autocast=autocast) if len(mine) else 0.0
         total = torch.tensor([loss * len(mine), float(len(mine))], dtype=torch.float64, device=self.device)

@@ -31,3 +31,10 @@ class DataError(GPT2Error):
 
 class HubUnavailableError(GPT2Error):
     """Something on the Hugging Face hub was asked for and could not be reached."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (a library's, e.g. SQLAlchemy's, runs to
+    paragraphs), at most ``limit`` characters; the exception's type name when it has none."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from gpt2core.model import GPT
 from gpt2core.tokenizer import Tokenizer
 
 _MAX_LOGIT_ELEMENTS = 1 << 26  # logits per evaluation batch (256 MB in fp32)
+
+
+class EvaluationStopped(Exception):
+    """A stop was asked for between two evaluation batches: the evaluation has no result."""
 
 
 def eval_batch_size(context_length: int, vocab_size: int, floor: int = 1, ceiling: int = 256) -> int:
@@ -47,10 +51,12 @@ def _nll(
     first_scored: np.ndarray,
     batch_size: int,
     autocast=None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[float, int]:
     """Summed negative log-likelihood (nats) and the number of targets scored, over windows
     tokens[s : s + length] predicting tokens[s + 1 : s + length + 1]; window i scores its
-    targets from position first_scored[i] on."""
+    targets from position first_scored[i] on. ``should_stop`` is asked before every batch (a
+    long evaluation must not hold a stop signal back); True raises EvaluationStopped."""
     device = model.device
     offsets = np.arange(length + 1, dtype=np.int64)  # (T+1,)
     positions = torch.arange(length, device=device)  # (T,)
@@ -60,6 +66,8 @@ def _nll(
     model.eval()
     try:
         for i in range(0, len(starts), batch_size):
+            if should_stop is not None and should_stop():
+                raise EvaluationStopped(f"stopped after {i} of {len(starts)} windows")
             batch_starts = starts[i : i + batch_size]
             windows = torch.from_numpy(np.asarray(tokens[batch_starts[:, None] + offsets], dtype=np.int64)).to(device)  # (B, T+1)
             x, y = windows[:, :-1], windows[:, 1:].clone()  # (B, T) each
@@ -78,10 +86,13 @@ def _nll(
     return float(total), count
 
 
-def window_loss(model: GPT, tokens: np.ndarray, starts: np.ndarray, *, batch_size: int, autocast=None) -> float:
-    """Mean loss over fixed windows (every position scored)."""
+def window_loss(
+    model: GPT, tokens: np.ndarray, starts: np.ndarray, *, batch_size: int, autocast=None, should_stop: Callable[[], bool] | None = None
+) -> float:
+    """Mean loss over fixed windows (every position scored); EvaluationStopped if
+    ``should_stop`` says so between batches."""
     T = model.config.context_length
-    nll, count = _nll(model, tokens, starts, T, np.zeros(len(starts), dtype=np.int64), batch_size, autocast)
+    nll, count = _nll(model, tokens, starts, T, np.zeros(len(starts), dtype=np.int64), batch_size, autocast, should_stop)
     return nll / max(1, count)
 
 
@@ -117,13 +128,20 @@ class EvalResult:
 
 
 def evaluate_tokens(
-    model: GPT, tokenizer: Tokenizer, tokens: np.ndarray, *, stride: int | None = None, batch_size: int | None = None, autocast=None
+    model: GPT,
+    tokenizer: Tokenizer,
+    tokens: np.ndarray,
+    *,
+    stride: int | None = None,
+    batch_size: int | None = None,
+    autocast=None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Loss, perplexity and bits per byte of ``model`` on a token array, with a sliding window."""
     T = model.config.context_length
     starts, first, length = sliding_windows(len(tokens), T, stride or T)
     batch = batch_size or eval_batch_size(length, model.config.vocab_size)
-    nll, count = _nll(model, tokens, starts, length, first, batch, autocast)
+    nll, count = _nll(model, tokens, starts, length, first, batch, autocast, should_stop)
     byte_lengths = np.fromiter((len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)), dtype=np.int64)
     n_bytes = int(byte_lengths[np.asarray(tokens[1:], dtype=np.int64)].sum())
     loss = nll / max(1, count)
@@ -138,6 +156,16 @@ def evaluate_tokens(
     )
 
 
+def _recorded_data_description(cfg) -> str:
+    """What a checkpoint's DataConfig would read, in words: its files, its dataset, or the built-in corpus."""
+    if cfg.data:
+        shown = ", ".join(cfg.data[:3]) + (f" and {len(cfg.data) - 3} more" if len(cfg.data) > 3 else "")
+        return f"--data {shown}"
+    if cfg.dataset_name:
+        return f"the dataset {cfg.dataset_name}" + (f" ({cfg.dataset_config})" if cfg.dataset_config else "")
+    return "the built-in corpus"
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     *,
@@ -148,12 +176,20 @@ def evaluate_checkpoint(
     device: str = "auto",
     max_tokens: int | None = None,
     checkpoints_root: str | Path = "checkpoints",
+    data_from_checkpoint: bool = False,
+    cache_dir: str | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> tuple[EvalResult, dict]:
     """Evaluate a model on ``data`` files (all their text) or, without them, on ``split`` of the
     corpus its run trained on (recorded in a gpt2tui checkpoint). ``checkpoint`` is anything
     ``gpt2tui generate --checkpoint`` takes: a checkpoint, a run, ``latest``, or a Hugging Face
-    GPT-2 (which needs ``data``). Returns the result and a description of what was evaluated."""
-    from gpt2core.checkpoint import load_checkpoint, resolve_checkpoint
+    GPT-2 (which needs ``data``). Returns the result and a description of what was evaluated.
+
+    A checkpoint is untrusted input and must never choose what we read or write outside it:
+    the data paths it records are read only with ``data_from_checkpoint`` (and named through
+    ``notify`` before they are read), and its recorded cache folder is never used: tokens are
+    cached under ``cache_dir`` (None: the user's own default cache)."""
+    from gpt2core.checkpoint import load_checkpoint
     from gpt2core.config import RunConfig, TrainConfig
     from gpt2core.data import SPLITS, expand_data_paths, prepare_data, read_text_file
     from gpt2core.errors import CheckpointError, ConfigError
@@ -171,10 +207,13 @@ def evaluate_checkpoint(
             raise CheckpointError(f"{checkpoint} has no tokenizer, so text cannot be turned into its tokens")
         about = {"checkpoint": str(checkpoint), "step": None}
     else:
-        path = resolve_checkpoint(checkpoint, prefer="best", root=checkpoints_root)
-        loaded = load_checkpoint(path, device=target)
+        loaded = load_checkpoint(checkpoint, device=target, prefer="best", root=checkpoints_root)
         model, tokenizer, meta = loaded.model, loaded.tokenizer, loaded.info.meta
-        about = {"checkpoint": str(path), "step": loaded.info.step}
+        about = {"checkpoint": str(loaded.info.path), "step": loaded.info.step}
+        if loaded.note:  # best/ failed verification and the latest step was loaded: the user must hear it
+            about["note"] = loaded.note
+            if notify is not None:
+                notify(loaded.note)
     if data:
         files = expand_data_paths(data)
         text = "".join(read_text_file(f) for f in files)
@@ -184,7 +223,16 @@ def evaluate_checkpoint(
         run_config = meta.get("run_config")
         if not isinstance(run_config, dict):
             raise DataError(f"{about['checkpoint']} does not record the data it was trained on; pass --data PATH")
-        prepared = prepare_data(RunConfig.from_dict(run_config).data, tokenizer=tokenizer)
+        recorded = RunConfig.from_dict(run_config).data.replace(cache_dir=cache_dir)  # never the checkpoint's cache folder
+        where = _recorded_data_description(recorded)
+        if recorded.source != "builtin" and not data_from_checkpoint:
+            raise DataError(
+                f"{about['checkpoint']} was trained on {where}; evaluate reads data a checkpoint names only when asked: "
+                "pass --data PATH, or --data-from-checkpoint to read what it records"
+            )
+        if notify is not None:
+            notify(f"evaluating on the data the checkpoint records: {where}")
+        prepared = prepare_data(recorded, tokenizer=tokenizer)
         tokens = prepared.splits[split]
         about.update(data=prepared.description, split=split)
     if max_tokens is not None:

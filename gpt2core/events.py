@@ -46,6 +46,8 @@ class RunStarted(Event):
     max_training_hours: float | None  # the wall-clock budget, None for none
     start_step: int = 0  # > 0 when resuming
     world_size: int = 1  # processes training together (torchrun)
+    threads: int | str | None = None  # CPU threads: a fixed count, "auto" (the tuner), None off the CPU
+    ends_by: str = ""  # the limits that can end the run, e.g. "max_steps (step 150) or time_budget (270 s)"
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,12 @@ class WarningEvent(Event):
 class FinishedEvent(Event):
     kind: ClassVar[str] = "finished"
     step: int
-    reason: str  # max_steps / max_epochs / time_budget / stopped
+    reason: str  # which limit ended the run: max_steps / max_epochs / time_budget, or stopped
     best_val_loss: float | None
     best_checkpoint: str | None
     last_checkpoint: str | None
     elapsed_s: float
+    threads: int | str | None = None  # CPU threads the run used (a count, or "auto"); None off the CPU
 
 
 @dataclass(frozen=True)

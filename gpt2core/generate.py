@@ -14,15 +14,21 @@ Three layers, each usable alone:
 - ``generate`` (ids in, new ids out, batches allowed) and ``stream_text`` (text in, an iterator of
   text pieces out: ``TextStream``), which knows the tokenizer: it never yields half a UTF-8
   character, never samples ids the tokenizer cannot decode, and handles stop strings and EOS.
+
+Each takes a ``precision`` for the weights (``inference_precision``): "auto" runs a bf16 copy of
+the model (``inference_model``) where the device computes bf16 natively, "fp32" the model itself,
+which gives exactly transformers' numbers. Sampling always runs on fp32 logits.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 import threading
 import time
 import types
+import weakref
 from typing import Iterator
 
 import torch
@@ -31,10 +37,21 @@ import torch.nn.functional as F
 from gpt2core.config import SampleConfig
 from gpt2core.errors import ConfigError
 from gpt2core.model import GPT
+from gpt2core.precision import cpu_has_native_bf16
 from gpt2core.tokenizer import Tokenizer
 
 # After the cache fills up, re-run this fraction of the context window (see the module docstring).
 REFILL_FRACTION = 0.75
+# top-p without top-k: sort only this many of the best tokens, and the whole vocabulary only when
+# they hold less than top_p of the probability (rare for a trained model: a flat distribution).
+TOP_P_PARTIAL = 1024
+# Weights for inference: "auto" picks the fastest the device computes natively (``inference_precision``).
+INFERENCE_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# On a CPU, "auto" keeps models below this many parameters in fp32: their weights sit in cache, so
+# halving their bytes saves nothing, while each bf16 operation costs more (a 0.03M-parameter model
+# generated 3-5x slower in bf16 on an avx512_bf16 CPU; docs/PERFORMANCE.md has the numbers).
+CPU_BF16_MIN_PARAMS = 50_000_000
 
 
 # -- pure sampling functions -----------------------------------------------------------------------
@@ -55,18 +72,36 @@ def _candidates(
         scores = scores / temperature
     vocab = scores.size(-1)
     ids = None
+    probs = None
     if 0 < top_k < vocab:
         scores, ids = torch.topk(scores, top_k, dim=-1)  # (B, K), sorted descending
     elif top_p < 1.0:
-        scores, ids = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+        scores, ids, probs = _best_holding(scores, top_p)  # (B, K) sorted descending, K <= V
     if top_p < 1.0:
-        probs = F.softmax(scores, dim=-1)
+        if probs is None:
+            probs = F.softmax(scores, dim=-1)  # within the top k, renormalised (as Hugging Face does)
         mass_before = probs.cumsum(dim=-1) - probs  # probability of the better tokens; 0 for the best
         scores = scores.masked_fill(mass_before >= top_p, float("-inf"))  # sorted, so this drops a tail
     if min_p > 0.0:
         probs = F.softmax(scores, dim=-1)
         scores = scores.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), float("-inf"))
     return scores, ids
+
+
+def _best_holding(scores: torch.Tensor, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, V) scores -> (best, ids, probs): each row's best K scores sorted descending, their ids,
+    and their probabilities under the whole vocabulary's softmax, with K large enough that every
+    row's top-p set lies inside. A partial sort (topk) first; the full sort only when the best
+    TOP_P_PARTIAL tokens hold less than top_p in some row. The token after the K-th would be kept
+    only if the K tokens before it held less than top_p, so nothing beyond them could survive."""
+    log_total = scores.logsumexp(dim=-1, keepdim=True)  # (B, 1)
+    if scores.size(-1) > TOP_P_PARTIAL:
+        best, ids = torch.topk(scores, TOP_P_PARTIAL, dim=-1)  # (B, K)
+        probs = (best - log_total).exp()  # (B, K)
+        if bool((probs.sum(dim=-1) >= top_p).all()):
+            return best, ids, probs
+    best, ids = torch.sort(scores, dim=-1, descending=True)  # (B, V)
+    return best, ids, (best - log_total).exp()
 
 
 def _validate(temperature: float, top_k: int, top_p: float, min_p: float) -> None:
@@ -142,6 +177,55 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return generator
 
 
+# -- the weights generation runs on ----------------------------------------------------------------
+
+
+def inference_precision(precision: str, device: torch.device | str, num_params: int | None = None) -> str:
+    """The weights' precision for generating on ``device``: ``precision`` itself unless "auto".
+
+    auto: bf16 on GPUs with bf16 (fp16 on older ones) and on CPUs that compute bf16 natively
+    (``cpu_has_native_bf16``, which honours GPT2TUI_CPU_BF16) for models of at least
+    CPU_BF16_MIN_PARAMS parameters (``num_params``; None counts as large); fp32 elsewhere: where
+    bf16 is emulated it is many times slower. A decoded token reads every weight once, so halving
+    their bytes is what can move a memory-bound step. fp32 gives exactly transformers' numbers.
+    """
+    if precision not in INFERENCE_PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if kind == "cpu" and cpu_has_native_bf16() and (num_params is None or num_params >= CPU_BF16_MIN_PARAMS):
+        return "bf16"
+    return "fp32"
+
+
+# model -> (what its copy was made from, the copy): one copy per model, rebuilt when its weights change.
+_COPIES: "weakref.WeakKeyDictionary[GPT, tuple[tuple, GPT]]" = weakref.WeakKeyDictionary()
+
+
+def inference_model(model: GPT, precision: str = "auto") -> GPT:
+    """``model`` itself when its weights are already in the chosen precision, else an eval-mode
+    copy in that dtype, kept while ``model`` lives and rebuilt when any of its weights has been
+    written since (the version counters of its tensors say so), so training between two
+    generations is never ignored. The copy costs the weights once more in the smaller dtype."""
+    dtype = _DTYPES[inference_precision(precision, model.device, model.num_params())]
+    if model.transformer.wte.weight.dtype == dtype:
+        return model
+    tensors = [*model.parameters(), *model.buffers()]
+    made_from = (dtype, model.device, tuple(t.data_ptr() for t in tensors), tuple(t._version for t in tensors))
+    held = _COPIES.get(model)
+    if held is not None and held[0] == made_from:
+        return held[1]
+    tokenizer = getattr(model, "tokenizer", None)
+    shared = {} if tokenizer is None else {id(tokenizer): tokenizer}  # the copy shares it, never duplicates it
+    with torch.no_grad():
+        twin = copy.deepcopy(model, shared).to(dtype).eval()  # deepcopy keeps the tied head tied
+    _COPIES[model] = (made_from, twin)
+    return twin
+
+
 # -- token generation with the KV cache ------------------------------------------------------------
 
 
@@ -153,6 +237,7 @@ def iter_tokens(
     *,
     generator: torch.Generator | None = None,
     vocab_limit: int | None = None,
+    precision: str = "auto",
 ) -> Iterator[torch.Tensor]:
     """Yield (B,) new token ids, ``config.max_new_tokens`` of them at most, continuing ``idx``
     (B, T) with 1 <= T <= context length, on the model's device.
@@ -163,7 +248,9 @@ def iter_tokens(
     caller's business: this function only knows ids. Draws come from ``generator``, or without
     one from a generator seeded with ``config.seed`` (never the global RNG). The model runs in
     eval mode and is put back in the mode it was in when the iterator finishes or is closed.
+    ``precision`` is the weights' (``inference_precision``); sampling is always done in fp32.
     """
+    runner = inference_model(model, precision)
     if generator is None:
         generator = make_generator(config.seed, idx.device)
     context = model.config.context_length
@@ -178,8 +265,8 @@ def iter_tokens(
     was_training = model.training
     model.eval()
     try:
-        cache = model.new_cache()
-        logits = model(idx, cache=cache, last_only=True)[:, -1]  # (B, V)
+        cache = runner.new_cache()  # preallocated for the whole context on the first forward
+        logits = runner(idx, cache=cache, last_only=True)[:, -1].float()  # (B, V)
         for step in range(max_new):
             if config.repetition_penalty != 1.0:
                 logits = apply_repetition_penalty(
@@ -195,9 +282,9 @@ def iter_tokens(
                 return  # the last token's logits would never be used
             if cache.length == cache.max_len:
                 cache.reset()  # full: re-run the most recent part of the window, new token included
-                logits = model(history[:, length - refill : length], cache=cache, last_only=True)[:, -1]
+                logits = runner(history[:, length - refill : length], cache=cache, last_only=True)[:, -1].float()
             else:
-                logits = model(token[:, None], cache=cache, last_only=True)[:, -1]
+                logits = runner(token[:, None], cache=cache, last_only=True)[:, -1].float()
     finally:
         model.train(was_training)
 
@@ -219,7 +306,9 @@ def generate(
     ``eos_id`` (when given, a row that samples it is finished and padded with it, and generation
     stops early once every row is finished), ``generator`` (a torch.Generator, instead of
     ``seed``), ``stop_event`` (a threading.Event that ends generation early), ``vocab_limit``
-    (sample only ids below it; defaults to ``model.tokenizer.vocab_size`` when the model has one).
+    (sample only ids below it; defaults to ``model.tokenizer.vocab_size`` when the model has one),
+    ``precision`` ("auto": bf16 weights where the device computes bf16 natively; "fp32" for
+    exactly the numbers of transformers; see ``inference_precision``).
 
     Without ``eos_id`` the result has exactly ``max_new_tokens`` columns. Prompts longer than
     the context keep their last ``context_length`` tokens; an empty prompt (T = 0) starts from
@@ -230,6 +319,7 @@ def generate(
     eos_id = more.pop("eos_id", None)
     generator = more.pop("generator", None)
     stop_event: threading.Event | None = more.pop("stop_event", None)
+    precision = more.pop("precision", "auto")
     tokenizer = getattr(model, "tokenizer", None)
     vocab_limit = more.pop("vocab_limit", tokenizer.vocab_size if tokenizer is not None else None)
     if more:
@@ -258,7 +348,7 @@ def generate(
         idx = torch.full((idx.size(0), 1), start, dtype=torch.long, device=model.device)
     idx = idx[:, -model.config.context_length :]
 
-    steps = iter_tokens(model, idx, config, generator=generator, vocab_limit=vocab_limit)
+    steps = iter_tokens(model, idx, config, generator=generator, vocab_limit=vocab_limit, precision=precision)
     new: list[torch.Tensor] = []
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=model.device)
     try:
@@ -317,6 +407,7 @@ class TextStream:
         prompt: str,
         config: SampleConfig,
         stop_event: threading.Event | None = None,
+        precision: str = "auto",
     ):
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ConfigError(
@@ -332,6 +423,7 @@ class TextStream:
         self.tokens_per_sec = 0.0
         self.text = ""
         self._stop_event = stop_event
+        self._precision = precision
         self._pieces = self._run(model, tokenizer, ids[-context:] or [tokenizer.eos_id])
 
     def __iter__(self) -> "TextStream":
@@ -365,7 +457,8 @@ class TextStream:
         config = self.config
         started = time.perf_counter()
         idx = torch.tensor([ids], dtype=torch.long, device=model.device)  # (1, T)
-        steps = iter_tokens(model, idx, config, vocab_limit=tokenizer.vocab_size)  # draws seeded by config.seed
+        # draws seeded by config.seed
+        steps = iter_tokens(model, idx, config, vocab_limit=tokenizer.vocab_size, precision=self._precision)
         decoder = tokenizer.stream_decoder()
         decoded = ""  # every character decoded so far; self.text is the part already yielded
         reason = "length"
@@ -414,13 +507,15 @@ def stream_text(
     config: SampleConfig = SampleConfig(),
     *,
     stop_event: threading.Event | None = None,
+    precision: str = "auto",
 ) -> TextStream:
     """Stream a continuation of ``prompt`` as text pieces (see ``TextStream``).
 
     Nothing runs until the first piece is asked for. Setting ``stop_event`` ends the stream
     before the next token (finish_reason "cancelled"); a ``config.seed`` makes it reproducible.
+    ``precision`` is the weights' (see ``inference_precision``; "fp32" for exact numbers).
     """
-    return TextStream(model, tokenizer, prompt, config, stop_event)
+    return TextStream(model, tokenizer, prompt, config, stop_event, precision)
 
 
 class _CallableModule(types.ModuleType):

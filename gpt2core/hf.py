@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,9 +30,11 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from gpt2core.checkpoint import _unwrap, require_tensors_fit, require_weights_size
+from gpt2core.atomic import side_path
+from gpt2core.checkpoint import _unwrap, require_finite_weights, require_tensors_fit, require_weights_size
 from gpt2core.config import ModelConfig
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
+from gpt2core.safe_json import UnreadableJSON, read_json_file
 from gpt2core.model import GPT
 from gpt2core.tokenizer import EOS_TOKEN, TOKENIZER_FILE, Tokenizer, gpt2_tokenizer
 
@@ -138,8 +139,8 @@ def is_hf_directory(path: str | Path) -> bool:
     if not (path / HF_CONFIG).is_file() or (path / "manifest.json").exists():
         return False
     try:
-        config = json.loads((path / HF_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        config = read_json_file(path / HF_CONFIG, max_bytes=16 << 20)
+    except UnreadableJSON:
         return False
     return isinstance(config, dict) and "model_type" in config
 
@@ -152,10 +153,14 @@ def _weight_files(directory: Path) -> list[Path]:
         index = directory / (single + _INDEX_SUFFIX)
         if index.is_file():
             try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-                return [directory / name for name in sorted(set(weight_map.values()))]
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                weight_map = read_json_file(index, max_bytes=64 << 20)["weight_map"]
+                names = sorted(set(weight_map.values()))
+            except (UnreadableJSON, KeyError, TypeError, AttributeError):
                 raise CheckpointError(f"{index} is not a valid weight index") from None
+            for name in names:  # shard names come from the index: never a path out of the directory
+                if not isinstance(name, str) or name != Path(name).name or name in ("", ".", "..") or "\\" in name:
+                    raise CheckpointError(f"{index} names weight file {str(name)[:80]!r}, which is not a file inside {directory}")
+            return [directory / name for name in names]
     raise CheckpointError(f"{directory} has no {SAFETENSORS} or {PYTORCH_BIN}: it holds no GPT-2 weights")
 
 
@@ -238,11 +243,11 @@ def load_hf(source: str | Path) -> HFImport:
         directory = _snapshot(name, what)
     config_path = directory / HF_CONFIG
     try:
-        hf_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory} has no {HF_CONFIG}; it is not a Hugging Face model directory") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON ({type(exc).__name__})") from None
+        hf_config = read_json_file(config_path, max_bytes=16 << 20)
+    except UnreadableJSON as exc:
+        if exc.missing:
+            raise CheckpointError(f"{directory} has no {HF_CONFIG}; it is not a Hugging Face model directory") from None
+        raise CheckpointError(str(exc)) from None
     if not isinstance(hf_config, dict):
         raise CheckpointError(f"{config_path} is malformed: expected a JSON object")
     config = model_config_from_hf(hf_config, where=str(config_path))
@@ -253,6 +258,7 @@ def load_hf(source: str | Path) -> HFImport:
     require_weights_size(config, sum(path.stat().st_size for path in files), where=str(directory))
     model = GPT(config)
     load_hf_weights(model, tensors, tie=bool(hf_config.get("tie_word_embeddings", True)), where=str(directory))
+    require_finite_weights(model, directory)
     model.eval()
     tokenizer, note = _tokenizer_beside(directory, config.vocab_size)
     return HFImport(model, tokenizer, directory, note)
@@ -336,11 +342,29 @@ def is_tied(model: GPT) -> bool:
     return model.lm_head.weight is model.transformer.wte.weight
 
 
+def _checkpoint_at_or_above(directory: Path) -> Path | None:
+    """The gpt2tui checkpoint ``directory`` is or lies in, or would replace (``best`` or
+    ``step-N`` in a run's checkpoint folder), else None."""
+    from gpt2core.checkpoint import BEST, STEP_DIR, CheckpointStore, is_checkpoint
+
+    resolved = directory.resolve()
+    for folder in (resolved, *resolved.parents):
+        if is_checkpoint(folder):
+            return folder
+    store = CheckpointStore(resolved.parent, cleanup=False)
+    if (resolved.name == BEST or STEP_DIR.match(resolved.name)) and (store.steps() or store.best()):
+        return resolved
+    return None
+
+
 def check_export_target(directory: str | Path, *, overwrite: bool = False) -> Path:
     """Refuse a file, or a non-empty directory unless ``overwrite`` (users' files are not replaced by accident)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"{directory} is a file; export writes a directory")
+    inside = _checkpoint_at_or_above(directory)
+    if inside is not None:  # --force replaces files by name: it would overwrite the checkpoint's config.json and weights
+        raise CheckpointError(f"{directory} is inside the gpt2tui checkpoint {inside}; export never writes into a checkpoint, choose another --out")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
         raise CheckpointError(f"{directory} is not empty; choose a new directory or overwrite it on purpose (--force)")
     return directory
@@ -367,7 +391,7 @@ def export_hf(model: nn.Module, directory: str | Path, tokenizer: Tokenizer | No
     eos_id = tokenizer.eos_id if tokenizer is not None else (50256 if gpt.config.vocab_size == 50257 else None)
     config = hf_config_from_model(gpt.config, tied=is_tied(gpt), eos_id=eos_id, dtype=weights["transformer.wte.weight"].dtype)
 
-    tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = side_path(directory)
     try:
         tmp.mkdir(parents=True)
         save_file(weights, str(tmp / SAFETENSORS), metadata={"format": "pt"})  # transformers checks "format"

@@ -71,6 +71,7 @@ def load_model_and_tokenizer(path_or_name: str | Path, device: str | torch.devic
         model, tokenizer = loaded.model, loaded.tokenizer
         step = loaded.info.step
         what = f"checkpoint {loaded.info.path}" + (f" (step {step})" if step is not None else "")
+        what = f"{loaded.note}; {what}" if loaded.note else what  # best/ was damaged: say which one was loaded
         note = ""
     elif path.is_dir():
         imported = load_hf(path)

@@ -22,16 +22,23 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gpt2core.atomic import write_file_atomic
 from gpt2core.errors import GPT2Error
 from gpt2core.events import EvalEvent, Event, TrialEvent
 from gpt2core.search_space import SearchSpace, toml_value
+from gpt2core.study_read import StudyTrials, best_trial, study_trials
 from gpt2core.study_store import (
     ATTR_ERROR,
     ATTR_INTERRUPTED,
+    ATTR_OPTIONS,
+    ATTR_PRUNED_BECAUSE,
+    ATTR_RUN,
     ATTR_WORKER,
     GRACE_PERIOD_S,
     HEARTBEAT_INTERVAL_S,
     RESULTS_DIR,
+    STUDY_OPTIONS_ATTR,
+    STUDY_SPACE_ATTR,
     StudyError,
     TrialHeartbeat,
     budget_used,
@@ -49,10 +56,6 @@ from gpt2core.study_store import (
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "hyperband", "none")
 KEEP_CHECKPOINTS = ("best", "all")
-ATTR_RUN = "run_name"  # trial user attribute: the run directory name under runs/ and checkpoints/
-ATTR_OPTIONS = "options"  # trial user attribute: the trial's flat run options (what `train --config` takes)
-STUDY_SPACE_ATTR = "search_space"
-STUDY_OPTIONS_ATTR = "fixed_options"
 FAILURES_IN_A_ROW = 3  # the same error this many trials running means the setup is broken, not the draws
 
 
@@ -218,7 +221,8 @@ def open_study(settings: StudySettings, *, worker_index: int = 0) -> OpenStudy:
     import optuna
 
     location = resolve_storage(settings.storage, settings.study_name, settings.results_dir)
-    storage = open_storage(location, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period)
+    notices: list[str] = []  # a torn journal's repair, shown with the other warnings
+    storage = open_storage(location, heartbeat_interval=settings.heartbeat_interval, grace_period=settings.grace_period, notices=notices)
     existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     created = settings.study_name not in existing
     trials_so_far = 0
@@ -234,7 +238,7 @@ def open_study(settings: StudySettings, *, worker_index: int = 0) -> OpenStudy:
     )
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
         raise StudyError(f"study {settings.study_name!r} in {location} maximises; gpt2tui studies minimise the validation loss")
-    opened = OpenStudy(study, storage, location, created)
+    opened = OpenStudy(study, storage, location, created, warnings=notices)
     stored_space = study.user_attrs.get(STUDY_SPACE_ATTR)
     if stored_space is None:
         study.set_user_attr(STUDY_SPACE_ATTR, settings.space.to_dict())
@@ -407,7 +411,7 @@ def run_trial(
     if settings.space.max_params is not None:
         size = config.model.num_params(include_embeddings=False)
         if size > settings.space.max_params:
-            trial.set_user_attr("pruned_because", f"{size:,} non-embedding parameters exceed max_params {settings.space.max_params:,}")
+            trial.set_user_attr(ATTR_PRUNED_BECAUSE, f"{size:,} non-embedding parameters exceed max_params {settings.space.max_params:,}")
             return end("PRUNED")
     run_name = _fresh_run_name(settings, trial.number)
     trial.set_user_attr(ATTR_RUN, run_name)
@@ -473,13 +477,10 @@ def delete_checkpoints_of_worse_trials(study: Any, settings: StudySettings) -> l
     """Remove the checkpoint folders of finished trials that are not the study's best (their
     run directories, with the TensorBoard logs, stay). Trials still running are left alone,
     so a worker never deletes what another is writing or has just made the best."""
-    from optuna.trial import TrialState
-
     from gpt2core.checkpoint import delete_checkpoint
 
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = min(complete, key=lambda t: t.value).number if complete else None
+    best = getattr(best_trial(trials, study.directions), "number", None)
     removed = []
     for t in trials:
         run_name = t.user_attrs.get(ATTR_RUN)
@@ -496,50 +497,19 @@ def delete_checkpoints_of_worse_trials(study: Any, settings: StudySettings) -> l
 
 
 @dataclass(frozen=True)
-class TrialRow:
-    number: int
-    state: str  # COMPLETE / PRUNED / FAIL / RUNNING / WAITING
-    value: float | None
-    params: dict
-    duration_s: float | None
-    last_step: int | None  # the step of its last reported validation loss
-    run_name: str | None
-    note: str | None  # why it failed, was pruned or interrupted
-
-
-@dataclass(frozen=True)
 class StudySummary:
-    study_name: str
-    storage: str
-    rows: list[TrialRow]
-    best: TrialRow | None
+    trials: StudyTrials  # the study's rows, state and best trial (gpt2core.study_read)
     importances: dict[str, float] | None  # parameter -> share of the variance it explains
     importance_note: str | None  # why there are no importances (too few trials, ...)
-    counts: dict[str, int]
 
 
 def summarize(study: Any, storage_label: str = "") -> StudySummary:
     """Every trial of the study, the best one and the parameter importances (fANOVA)."""
     import optuna
+    from optuna.storages import JournalStorage
 
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        note = next((str(t.user_attrs[k]) for k in (ATTR_ERROR, "stale", ATTR_INTERRUPTED, "pruned_because") if k in t.user_attrs), None)
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
-        rows.append(
-            TrialRow(
-                number=t.number,
-                state=t.state.name,
-                value=t.value,
-                params=dict(t.params),
-                duration_s=duration,
-                last_step=max(t.intermediate_values) if t.intermediate_values else None,
-                run_name=t.user_attrs.get(ATTR_RUN),
-                note=note,
-            )
-        )
-    complete = [r for r in rows if r.state == "COMPLETE" and r.value is not None]
-    best = min(complete, key=lambda r: r.value) if complete else None
+    trials = study_trials(study, storage_label, journal=isinstance(getattr(study, "_storage", None), JournalStorage))
+    complete = [r for r in trials.trials if r.state == "COMPLETE" and r.value is not None]
     importances, note = None, None
     if len(complete) < 2:
         note = f"parameter importances need at least 2 complete trials (have {len(complete)})"
@@ -551,17 +521,17 @@ def summarize(study: Any, storage_label: str = "") -> StudySummary:
             note = f"parameter importances unavailable: {exc}"
         if importances == {}:
             importances, note = None, "parameter importances need trials that differ in their parameters"
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.state] = counts.get(r.state, 0) + 1
-    return StudySummary(study.study_name, storage_label, rows, best, importances, note, counts)
+    return StudySummary(trials, importances, note)
+
+
+def _best(study: Any) -> Any | None:
+    return best_trial(study.get_trials(deepcopy=False), study.directions)
 
 
 def best_options(study: Any) -> dict[str, Any] | None:
     """The run options of the study's best trial (None before any trial completed)."""
-    try:
-        best = study.best_trial
-    except ValueError:  # no complete trial yet
+    best = _best(study)
+    if best is None:  # no complete trial yet
         return None
     options = best.user_attrs.get(ATTR_OPTIONS)
     return dict(options) if isinstance(options, dict) else None
@@ -572,12 +542,10 @@ def export_best(study: Any, path: str | Path, *, leave_out: tuple[str, ...] = ()
     when no trial has completed yet. ``leave_out`` names options that only suited a short
     trial (the search's own defaults); they are listed in a comment instead. Written
     atomically (temp file, then rename)."""
-    import os
-
     options = best_options(study)
     if options is None:
         return None
-    best = study.best_trial
+    best = _best(study)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -595,9 +563,7 @@ def export_best(study: Any, path: str | Path, *, leave_out: tuple[str, ...] = ()
             lines.append(f"# {key}: none in the trial (no limit / automatic); pass --{key.replace('_', '-')} 0 for no limit")
             continue
         lines.append(f"{key} = {toml_value(value)}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_file_atomic(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -605,10 +571,8 @@ def link_best_checkpoint(study: Any, settings: StudySettings) -> Path | None:
     """Make ``checkpoints/<study>-best`` a copy (hard links) of the best trial's best checkpoint."""
     from gpt2core.checkpoint import CheckpointStore, link_checkpoint
 
-    try:
-        run_name = study.best_trial.user_attrs.get(ATTR_RUN)
-    except ValueError:
-        return None
+    best = _best(study)
+    run_name = best.user_attrs.get(ATTR_RUN) if best is not None else None
     if not run_name:
         return None
     store = CheckpointStore(Path(settings.checkpoints_dir) / run_name, cleanup=False)

@@ -133,6 +133,10 @@ KNOWN_PARAMS: tuple[str, ...] = tuple(p.name for p in DEFAULT_SPACE)
 _PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "enabled", "about"}
 
 
+# The run option each parameter sets (most set the option of their own name).
+PARAM_OPTIONS = {"min_lr_ratio": "min_lr", "warmup_ratio": "warmup_steps"}
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The parameters a study varies, plus the parameter budget that bounds width/depth."""
@@ -147,6 +151,18 @@ class SearchSpace:
     @property
     def enabled(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.enabled)
+
+    def without_fixed(self, fixed: Mapping[str, Any]) -> "SearchSpace":
+        """The space less every parameter whose run option the user fixed (a flag or the
+        --config file): a fixed ``--batch-size 4`` means every trial trains at batch 4, and
+        --show-space shows the parameter disabled with the value that holds it."""
+        params = []
+        for p in self.params:
+            option = PARAM_OPTIONS.get(p.name, p.name)
+            if p.enabled and fixed.get(option) is not None:
+                p = dataclasses.replace(p, enabled=False, about=f"{p.about} (fixed: {option.replace('_', '-')} = {fixed[option]!r})")
+            params.append(p)
+        return dataclasses.replace(self, params=tuple(params))
 
     def require_nonempty(self) -> None:
         if not self.enabled:

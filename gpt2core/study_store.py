@@ -40,7 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from gpt2core.errors import GPT2Error
+from gpt2core.errors import GPT2Error, first_line
+from gpt2core.process import pid_alive
 
 try:
     import fcntl
@@ -60,9 +61,15 @@ ATTR_HEARTBEAT = "heartbeat"  # Unix time of the worker's latest sign of life (j
 ATTR_ERROR = "error"  # the trial failed by itself (exception, NaN): a verdict on its parameters
 ATTR_STALE = "stale"  # the trial's worker died; failed by another process
 ATTR_INTERRUPTED = "interrupted"  # stopped by Ctrl-C or a stop request before it finished
+ATTR_PRUNED_BECAUSE = "pruned_because"  # why the trial was stopped before training (gpt2core.search)
+ATTR_RUN = "run_name"  # the trial's run directory name under runs/ and checkpoints/ (gpt2core.search)
+ATTR_OPTIONS = "options"  # the trial's flat run options, what `train --config` takes (gpt2core.search)
 STUDY_STOP_ATTR = "stop_requested_at"
+STUDY_SPACE_ATTR = "search_space"  # study attribute: the search space it was started with
+STUDY_OPTIONS_ATTR = "fixed_options"  # study attribute: the run options every trial shares
 
 HEARTBEAT_INTERVAL_S = 20  # how often a running trial proves its worker is alive
+_SCHEMA_RACE_ATTEMPTS = 5  # opening an empty RDB storage while another process creates its tables
 GRACE_PERIOD_S = 120  # a heartbeat this old marks the trial's worker dead (must exceed the interval)
 
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -90,6 +97,11 @@ class StorageLocation:
     def __str__(self) -> str:
         return self.url if self.kind != "journal" else str(self.path)
 
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What two spellings of one storage share: the resolved file, or the server URL."""
+        return (self.kind, self.url) if self.path is None else (self.kind, str(self.path.resolve()))
+
     def claim_lock_path(self, study_name: str, results_dir: Path = RESULTS_DIR) -> Path:
         """The lock file serialising trial claims between workers on this machine."""
         folder = self.path.parent if self.path is not None else results_dir
@@ -101,8 +113,20 @@ def resolve_storage(storage: str | None, study_name: str, results_dir: str | Pat
     can be written, raising StudyError with one line otherwise."""
     check_study_name(study_name)
     if storage is None or storage == "":
-        location = StorageLocation("journal", "", Path(results_dir) / f"{study_name}{JOURNAL_SUFFIX}")
-    elif "://" in storage:
+        location = storage_location(str(Path(results_dir) / f"{study_name}{JOURNAL_SUFFIX}"))
+    else:
+        location = storage_location(storage)
+    if location.path is not None:
+        _check_writable(location.path)
+    else:
+        _check_driver(location.url)
+    return location
+
+
+def storage_location(storage: str) -> StorageLocation:
+    """What a ``--storage`` text names (a URL, a SQLite file, else a journal file), checking
+    nothing on disk: the one parse of a storage spec, for writers and readers alike."""
+    if "://" in storage:
         scheme = storage.split("://", 1)[0].lower()
         dialect = scheme.split("+", 1)[0]
         if dialect == "sqlite":
@@ -122,13 +146,7 @@ def resolve_storage(storage: str | None, study_name: str, results_dir: str | Pat
         if path.suffix in SQLITE_SUFFIXES:
             location = StorageLocation("sqlite", f"sqlite:///{path}", path)
         else:
-            location = StorageLocation("journal", "", path)
-    if location.kind == "journal":
-        location = StorageLocation("journal", str(location.path), location.path)
-    if location.path is not None:
-        _check_writable(location.path)
-    else:
-        _check_driver(location.url)
+            location = StorageLocation("journal", str(path), path)
     return location
 
 
@@ -161,13 +179,109 @@ def _check_driver(url: str) -> None:
         raise StudyError(f"the database driver for {url.split('://', 1)[0]!r} storage is not installed (pip install {package})") from None
 
 
-def open_storage(location: StorageLocation, *, heartbeat_interval: int = HEARTBEAT_INTERVAL_S, grace_period: int = GRACE_PERIOD_S):
-    """The Optuna storage object for ``location``; RDB storages get native heartbeats."""
+def repair_journal(path: Path) -> str | None:
+    """Make a journal whose last line is incomplete safe to append to, before anything appends.
+
+    A crash or a full disk in the middle of an append leaves a line with no newline. Optuna
+    skips such a tail when it reads, but the next append lands on the same line, and the
+    joined line (invalid JSON in the middle of the file) makes the whole study unreadable,
+    for Optuna's own ``load_study`` too. Under the journal's own lock (so no worker is half-way
+    through an append), the tail is completed with its newline if it is a whole JSON record,
+    else cut off; the file as it was is kept beside it first. Returns a one-line notice of
+    what was done, or None when the journal was sound.
+    """
+    import json
+
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock = JournalFileSymlinkLock(str(path))  # the lock JournalFileBackend takes for every append
+    if not lock.acquire():
+        return None  # the lock could not be taken: leave the file to the appender that holds it
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            keep = _start_of_torn_tail(f, size)
+            if keep == size:
+                return None
+            f.seek(keep)
+            tail = f.read()
+        backup = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.bak")
+        _copy_file(path, backup)
+        try:
+            record = json.loads(tail)
+        except (ValueError, RecursionError):
+            record = None
+        with open(path, "r+b") as f:
+            if isinstance(record, dict):  # only the newline was lost: keep the record
+                f.seek(size)
+                f.write(b"\n")
+                done = "completed its last line"
+            else:
+                f.truncate(keep)
+                done = f"removed its incomplete last line ({size - keep} bytes)"
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise StudyError(f"journal {path} ends in an incomplete line and could not be repaired: {exc.strerror or exc}") from None
+    finally:
+        lock.release()
+    return f"journal {path} {done}, left by an interrupted write; the file as it was is kept as {backup.name}"
+
+
+def _start_of_torn_tail(f, size: int) -> int:
+    """The offset just after the journal's last newline (``size`` when it ends in one)."""
+    block = 1 << 16
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        chunk = f.read(end - start)
+        if end == size and chunk.endswith(b"\n"):
+            return size
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    import shutil
+
+    with open(source, "rb") as src, open(target, "xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+
+
+def open_storage(
+    location: StorageLocation,
+    *,
+    heartbeat_interval: int = HEARTBEAT_INTERVAL_S,
+    grace_period: int = GRACE_PERIOD_S,
+    notices: list[str] | None = None,
+    read_only: bool = False,
+):
+    """The Optuna storage object for ``location``; RDB storages get native heartbeats.
+    A journal torn by an interrupted append is repaired first (``repair_journal``); what was
+    done is appended to ``notices``.
+
+    ``read_only`` (the trials screen, which may be pointed at any file): a missing file is an
+    error instead of a new storage, a SQLite database gets no Optuna tables added
+    (``skip_table_creation``), and a journal is only replayed, never repaired."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+    if read_only and location.path is not None and not location.path.is_file():
+        what = "Optuna journal file" if location.kind == "journal" else "SQLite database"
+        raise StudyError(f"no {what} at {location.path}")
     if location.kind == "journal":
         try:
+            notice = None if read_only else repair_journal(location.path)
+            if notice is not None and notices is not None:
+                notices.append(notice)
             return JournalStorage(JournalFileBackend(str(location.path)))
         except OSError as exc:
             raise StudyError(f"cannot open journal {location.path}: {exc.strerror or exc}") from None
@@ -177,14 +291,27 @@ def open_storage(location: StorageLocation, *, heartbeat_interval: int = HEARTBE
                 "or the journal the study was written to"
             ) from None
     engine_kwargs = {"connect_args": {"timeout": 60}} if location.kind == "sqlite" else None  # wait out other writers
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     try:
-        with quiet_optuna_warnings():
-            return optuna.storages.RDBStorage(
-                location.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
-            )
+        for attempt in range(_SCHEMA_RACE_ATTEMPTS):
+            try:
+                with quiet_optuna_warnings():
+                    if read_only:
+                        return optuna.storages.RDBStorage(location.url, engine_kwargs=engine_kwargs, skip_table_creation=True)
+                    return optuna.storages.RDBStorage(
+                        location.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval, grace_period=grace_period
+                    )
+            except (IntegrityError, ProgrammingError):
+                # Workers on several machines starting together on an empty database all create
+                # Optuna's tables; PostgreSQL lets one win and fails the others' CREATE TABLE
+                # ("duplicate key ... pg_type_typname_nsp_index"). The tables exist now: try again.
+                if attempt == _SCHEMA_RACE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except Exception as exc:  # sqlalchemy's OperationalError and friends: one line, not a traceback
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StudyError(f"cannot open storage {location}: {reason}") from None
+        raise StudyError(f"cannot open storage {location}: {first_line(exc)}") from None
 
 
 @contextlib.contextmanager
@@ -274,22 +401,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def stale_reason(trial: Any, *, now: float, grace_period: float, check_heartbeat: bool) -> str | None:
     """Why a RUNNING trial's worker looks dead (None: it looks alive); the trials screen asks too."""
     worker = trial.user_attrs.get(ATTR_WORKER)
     if isinstance(worker, str) and ":" in worker:
         host, _, pid = worker.rpartition(":")
-        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if host == socket.gethostname() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             return f"worker {worker} is no longer running"
     if check_heartbeat:
         beat = trial.user_attrs.get(ATTR_HEARTBEAT)

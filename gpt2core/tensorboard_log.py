@@ -32,11 +32,14 @@ def _hparams(config: dict) -> dict:
 class TensorBoardLogger:
     """``on_event`` writes what TensorBoard should show; ``close`` flushes and releases the file."""
 
-    def __init__(self, log_dir: str | Path):
+    def __init__(self, log_dir: str | Path, *, purge_step: int | None = None):
+        """``purge_step``: the first step this process logs when it resumes a run. Readers
+        (TensorBoard, EventAccumulator) then drop what earlier files hold from that step on,
+        the steps a resume from an earlier checkpoint (or after a crash) does again."""
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when logging
 
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=10)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=10, purge_step=purge_step)
         self._config: dict = {}
 
     def on_event(self, event: Event) -> None:

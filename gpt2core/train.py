@@ -5,7 +5,11 @@ backward (under autocast, scaled when fp16); unscale, clip, and one read of (los
 from the device to decide whether the update is safe; the update (or a skip, if the loss or
 gradients are NaN/Inf); then logging, evaluation (val loss, a text sample), checkpoints and the
 stop check on their schedules. Everything a resumed run needs to continue exactly is in the
-checkpoint: weights, optimizer, scaler, schedule, data sampler, every RNG, the counters.
+checkpoint: weights, optimizer, scaler, the schedule as settled (which limit governs it), data
+sampler, every RNG, the counters, the train-loss accumulator, an evaluation a stop cut short,
+and the thread count (in the run config). ``_loop`` is one short loop, a line per phase; the
+bad-step counter and the speed meter are small objects of their own (gpt2core.train_meters),
+and the budget and horizon live in gpt2core.schedule.RunPlan.
 
 No global state: ``train`` can be called again and again in one process (the search does), and
 signals are the CLI's business; the library only looks at ``stop`` and the run's stop_request.
@@ -24,11 +28,11 @@ import torch
 
 from gpt2core.checkpoint import CheckpointStore, load_checkpoint, load_trainer_state
 from gpt2core.config import RunConfig
-from gpt2core.data import BatchSampler, PreparedData, eval_starts, prepare_data
+from gpt2core.data import BatchSampler, PreparedData, check_corpus_unchanged, eval_starts, prepare_data
 from gpt2core.defaults import resolve_tokenizer, resume_point
 from gpt2core.distributed import Distributed, RankWriter, batch_layout
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
-from gpt2core.evaluate import eval_batch_size
+from gpt2core.evaluate import EvaluationStopped, eval_batch_size
 from gpt2core.events import (
     CheckpointEvent,
     EvalEvent,
@@ -39,17 +43,49 @@ from gpt2core.events import (
     SampleEvent,
     StepEvent,
     WarningEvent,
-    fan_out,
 )
+from gpt2core.init_from import INIT_FROM_KEY, StartPoint, start_point_for
 from gpt2core.model import GPT
 from gpt2core.optim import build_optimizer
 from gpt2core.precision import choose_precision, configure_backends, device_description, peak_flops
 from gpt2core.rng import capture_rng
-from gpt2core.rundir import METRICS, STATUS, RunWriter, check_run_name
+from gpt2core.rundir import METRICS, STATUS, RunLock, RunWriteError, RunWriter, check_run_name
 from gpt2core.schedule import RunPlan
 from gpt2core.threads import ThreadTuner
+from gpt2core.train_meters import BadSteps, SpeedMeter
 
 STATE_FORMAT = 1
+
+
+def check_trainer_state(state: dict, where: Path) -> None:
+    """Refuse a trainer state whose fields have the wrong types (a damaged or crafted
+    trainer_state.json), naming the field, before anything is tokenised or written; a wrong
+    type would otherwise surface as a TypeError deep inside torch mid-start-up."""
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    optimizer, sampler, schedule = state.get("optimizer"), state.get("sampler"), state.get("schedule")
+    checks = {
+        "step": whole(state.get("step")),
+        "tokens_seen": whole(state.get("tokens_seen")),
+        "train_time_s": number(state.get("train_time_s")) and state["train_time_s"] >= 0,
+        "best_val_loss": state.get("best_val_loss") is None or number(state["best_val_loss"]),
+        "last_val_loss": state.get("last_val_loss") is None or number(state["last_val_loss"]),
+        "bad_in_a_row": whole(state.get("bad_in_a_row", 0)),
+        "skipped": whole(state.get("skipped", 0)),
+        "optimizer": isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list),
+        "scaler": state.get("scaler") is None or isinstance(state["scaler"], dict),
+        "sampler": isinstance(sampler, dict) and isinstance(sampler.get("generator"), torch.Tensor) and whole(sampler.get("batches_drawn")),
+        "schedule": isinstance(schedule, dict) and whole(schedule.get("warmup_steps")) and (schedule.get("horizon") is None or whole(schedule["horizon"])),
+        "rng": isinstance(state.get("rng"), dict) and isinstance(state["rng"].get("torch"), torch.Tensor),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise CheckpointError(f"{where} is damaged: its field {bad[0]!r} is missing or has the wrong type; resume from another checkpoint")
 
 
 @dataclass(frozen=True)
@@ -66,6 +102,7 @@ class TrainResult:
     elapsed_s: float  # training time of the whole run, resumes included
     unigram_loss: float  # the val loss of a model that knows only token frequencies
     message: str | None = None  # why a diverged run stopped
+    threads: int | str | None = None  # CPU threads used (a count, or "auto" for the tuner); None off the CPU
 
 
 def _params_finite(model: torch.nn.Module) -> bool:
@@ -86,6 +123,8 @@ class Trainer:
         on_event: Callable[[Event], None] | None = None,
         stop: threading.Event | None = None,
         tensorboard: bool = True,
+        init_from: "str | Path | StartPoint | None" = None,
+        allow_data_change: bool = False,
     ):
         self.stop = stop or threading.Event()
         self.user_on_event = on_event
@@ -96,25 +135,65 @@ class Trainer:
         self.resume_dir: Path | None = None
         self.resumed_run_name: str | None = None
         self.state: dict | None = None
+        self.data_changes: list[str] = []  # how the corpus differs from a resumed checkpoint's (allowed by the caller)
+        self.start: StartPoint | None = None  # the weights a new run starts from (--init-from)
+        if init_from is not None:  # refused with resume_from, read and checked before anything is written
+            self.start, config = start_point_for(init_from, config, resume_from=resume_from, checkpoints_dir=self.checkpoints_root)
+        self.init_record = self.start.record() if self.start else None
         if resume_from is not None:
             self.resume_dir, info, saved = resume_point(resume_from, self.checkpoints_root)
+            # the run's newest checkpoint as this process chose: under the claim it must still be
+            self.latest_at_choice = CheckpointStore(self.resume_dir.parent, cleanup=False).latest()
             self.state = load_trainer_state(self.resume_dir)
             found = self.state.get("format") if isinstance(self.state, dict) else None
             if found != STATE_FORMAT:  # refused now, before any tokenising or process group
                 raise CheckpointError(f"{self.resume_dir} has trainer state format {found!r}; this gpt2tui reads {STATE_FORMAT}")
+            check_trainer_state(self.state, self.resume_dir / "trainer_state.json")
             config = config or saved
+            # The corpus read now against the fingerprint the checkpoint recorded: refused (before
+            # anything is written) unless asked; the changes allowed are kept for the caller to show.
+            self.data_changes = check_corpus_unchanged(info.meta.get("data") or {}, config.data, allow_change=allow_data_change)
             self.resumed_run_name = info.meta.get("run_name")
+            self.init_record = info.meta.get(INIT_FROM_KEY)  # a fine-tuned run still says where it started
             run_name = run_name or self.resumed_run_name
         if config is None:
             raise ConfigError("train() needs a RunConfig (or resume_from)")
         self.config = resolve_tokenizer(config)
         if run_name is not None:
             check_run_name(run_name)  # also a resumed checkpoint's recorded name: it becomes a path
-        self.run_name = run_name or self._fresh_name(f"{self.config.preset or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.run_name = run_name or self._fresh_name(f"{self.config.preset or ('finetune' if self.start else 'run')}-{time.strftime('%Y%m%d-%H%M%S')}")
         self.run_dir = self.runs_dir / self.run_name
         self.checkpoint_dir = self.checkpoints_root / self.run_name
-        if self.dist.is_main and (self.state is None or self.run_name != self.resumed_run_name):
-            self._refuse_existing_run()
+        # The run is claimed (its lock) before anything is checked or prepared, and checked
+        # again under the claim: two processes starting one run cannot both pass.
+        self.claim: RunLock | None = RunLock(self.run_dir, announce=False) if self.dist.is_main else None
+        try:
+            if self.dist.is_main and (self.state is None or self.run_name != self.resumed_run_name):
+                self._refuse_existing_run()
+            elif self.dist.is_main:
+                self._refuse_stale_resume()
+        except BaseException:
+            self.release_run(discard=True)
+            raise
+        if self.claim is not None:
+            self.claim.announce()
+
+    def release_run(self, *, discard: bool = False) -> None:
+        """Give up the claim on the run without training (a launcher hands the run to its
+        worker processes); ``discard`` also removes a run directory this start created."""
+        if self.claim is not None:
+            self.claim.release(discard=discard)
+
+    def _refuse_stale_resume(self) -> None:
+        """The run must not have moved on between choosing the checkpoint and taking the claim:
+        another process that resumed it meanwhile has written newer checkpoints (and may have
+        deleted this one), and continuing from the old state would overwrite its steps."""
+        now = CheckpointStore(self.resume_dir.parent, cleanup=False).latest()
+        if now != self.latest_at_choice or not self.resume_dir.is_dir():
+            raise ConfigError(
+                f"run {self.run_name!r} moved on while this process was starting (its latest checkpoint is now {now}); "
+                "run the command again to continue from there"
+            )
 
     def _fresh_name(self, base: str) -> str:
         """``base``, or ``base-2``, ``base-3``... when two runs start within the same second."""
@@ -149,7 +228,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         loaded = load_checkpoint(self.resume_dir, device=self.device, verify=False) if self.resume_dir else None  # verified in __init__
         with self.dist.local_leader_first():  # one tokenisation per machine; the other ranks read its cache
-            self.data: PreparedData = prepare_data(cfg.data, tokenizer=loaded.tokenizer if loaded else None)
+            self.data: PreparedData = prepare_data(cfg.data, tokenizer=loaded.tokenizer if loaded else (self.start.tokenizer if self.start else None))
         tokenizer = self.data.tokenizer
         self.config = cfg = cfg.replace(model=cfg.model.replace(vocab_size=tokenizer.vocab_size))
         T = cfg.model.context_length
@@ -161,7 +240,7 @@ class Trainer:
             if self.model.config != cfg.model:
                 raise ConfigError(f"{self.resume_dir} holds a model of another shape than the run config says")
         else:
-            self.model = GPT(cfg.model).to(self.device)
+            self.model = (self.start.model_for(cfg) if self.start else GPT(cfg.model)).to(self.device)
         self.model.train()
         self.forward = torch.compile(self.model) if t.compile else self.model
         self.forward = self.dist.wrap(self.forward)  # DDP: rank 0's weights everywhere, gradients averaged
@@ -178,8 +257,13 @@ class Trainer:
         if self.device.type == "cpu":  # run() puts torch's thread count back afterwards
             if t.threads == "auto" and torch.get_num_threads() > 1 and not self.dist.enabled:
                 self.thread_tuner = ThreadTuner(torch.get_num_threads())
-            elif isinstance(t.threads, int):
-                torch.set_num_threads(t.threads)
+            else:
+                # A fixed count, recorded in the run config (so in every checkpoint): the sums of
+                # a step depend on it, and a resume reuses it unless told otherwise.
+                threads = t.threads if isinstance(t.threads, int) else torch.get_num_threads()
+                torch.set_num_threads(threads)
+                self.config = cfg = cfg.replace(train=t.replace(threads=threads))
+                t = cfg.train
         self.peak = peak_flops(self.device, self.precision)
         self.flops_per_token = cfg.model.flops_per_token(T)
 
@@ -192,10 +276,13 @@ class Trainer:
         self.train_time_base = 0.0
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
-        self.bad_in_a_row = 0
-        self.skipped = 0
+        self.bad_steps = BadSteps(limit=t.max_bad_steps)
         self.last_eval_step = -1
         self.last_saved_step = -1
+        self.loss_since_eval, self.steps_since_eval = 0.0, 0  # the train loss an evaluation reports
+        self.eval_owed = False  # a stop cut the scheduled evaluation of this step short: the resume does it
+        self.write_errors: set[Path] = set()  # run files that failed to write (warned once each)
+        self.write_failure: RunWriteError | None = None  # one that ends the run (--on-save-error stop)
         self.warmup_checked_against_budget = self.plan.budget_s is None
         if self.state is not None:
             self._restore(self.state)
@@ -214,20 +301,19 @@ class Trainer:
         self.train_time_base = float(state["train_time_s"])
         self.best_val_loss = state.get("best_val_loss")
         self.last_val_loss = state.get("last_val_loss")
-        self.bad_in_a_row = int(state.get("bad_in_a_row", 0))
-        self.skipped = int(state.get("skipped", 0))
+        self.bad_steps.in_a_row = int(state.get("bad_in_a_row", 0))
+        self.bad_steps.skipped = int(state.get("skipped", 0))
         self.last_eval_step = self.last_saved_step = self.step
+        self.loss_since_eval = float(state.get("loss_since_eval", 0.0))
+        self.steps_since_eval = int(state.get("steps_since_eval", 0))
+        self.eval_owed = bool(state.get("eval_owed", False))
         # The schedule is a function of the step and the limits: unchanged limits continue it
-        # exactly; changed ones reshape what is left. A budget's horizon is the measured one.
-        schedule = self.plan.schedule
-        schedule.warmup_steps = int(state["schedule"]["warmup_steps"])
-        if self.plan.budget_s is not None:
-            schedule.horizon = int(state["schedule"]["horizon"])
+        # exactly (and a budget that governed goes on governing); changed ones reshape what is left.
+        self.plan.load_state_dict(state["schedule"])
         self.warmup_checked_against_budget = True
         self.dist.restore_rng(state, seed=t.seed, step=self.step)
 
     def _trainer_state(self) -> dict:
-        s = self.plan.schedule
         return {
             "format": STATE_FORMAT,
             "step": self.step,
@@ -235,13 +321,18 @@ class Trainer:
             "train_time_s": self.train_time(),
             "best_val_loss": self.best_val_loss,
             "last_val_loss": self.last_val_loss,
-            "bad_in_a_row": self.bad_in_a_row,
-            "skipped": self.skipped,
+            "bad_in_a_row": self.bad_steps.in_a_row,
+            "skipped": self.bad_steps.skipped,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "sampler": self.sampler.state_dict(),
-            "schedule": {"peak_lr": s.peak_lr, "min_lr": s.min_lr, "warmup_steps": s.warmup_steps, "horizon": s.horizon},
+            "schedule": self.plan.state_dict(),
             "rng": capture_rng(),
+            # what the next evaluation reports as the train loss, and whether this step's is owed
+            "loss_since_eval": self.loss_since_eval,
+            "steps_since_eval": self.steps_since_eval,
+            "eval_owed": self.eval_owed,
+            "threads": torch.get_num_threads() if self.device.type == "cpu" else None,
         }
 
     def _fit_warmup(self, horizon: int) -> None:
@@ -276,7 +367,25 @@ class Trainer:
         return self.tokens_seen / max(1, len(self.data.splits["train"]))
 
     def emit(self, event: Event) -> None:
-        self.handler(event)
+        for handler in self.handlers:  # each its own: a full disk under the run files still reaches the display
+            try:
+                handler(event)
+            except RunWriteError as error:
+                self._write_failed(error)
+
+    def _write_failed(self, error: RunWriteError) -> None:
+        """metrics.jsonl or status.json could not be written (a full disk): say so once per
+        file, then go on (--on-save-error continue) or end the run with a final checkpoint
+        attempt (stop, the default). Training state is never lost to a log file."""
+        if self.config.train.on_save_error == "continue":
+            if error.path not in self.write_errors and self.user_on_event is not None:
+                self.user_on_event(
+                    WarningEvent(step=self.step, message=f"{error}; training goes on (--on-save-error continue) and writing resumes when there is space")
+                )
+            self.write_errors.add(error.path)
+            return
+        if self.write_failure is None:
+            self.write_failure = error
 
     def should_stop(self) -> bool:
         if self.dist.enabled:  # any rank's stop, as the last step agreement heard it
@@ -291,7 +400,15 @@ class Trainer:
     def evaluate(self) -> bool:
         """Val loss on the fixed windows (and a sample); True when it is the best so far."""
         started = time.monotonic()
-        loss = self.dist.window_loss(self.model, self.val_tokens, self.eval_windows, batch_size=self.eval_batch, autocast=self.precision.autocast())
+        try:
+            loss = self.dist.window_loss(
+                self.model, self.val_tokens, self.eval_windows, batch_size=self.eval_batch, autocast=self.precision.autocast(),
+                should_stop=self._stop_asked_here,
+            )
+        except EvaluationStopped:  # a stop signal mid-evaluation: save and end now, without this val loss
+            self.eval_owed = True  # the resumed run evaluates this step first, as the straight run did
+            return False
+        self.eval_owed = False
         is_best = math.isfinite(loss) and (self.best_val_loss is None or loss < self.best_val_loss)
         if is_best:
             self.best_val_loss = loss
@@ -332,7 +449,7 @@ class Trainer:
             if reason == "stop" and latest is not None:  # already on disk: say that the run stopped on it
                 self.emit(CheckpointEvent(step=self.step, path=str(latest), is_best=False, reason=reason))
             return latest
-        unhealthy = self.bad_in_a_row > 0 or (
+        unhealthy = self.bad_steps.in_a_row > 0 or (
             self.last_eval_step == self.step and self.last_val_loss is not None and not math.isfinite(self.last_val_loss)
         )
         if unhealthy or not _params_finite(self.model):
@@ -356,6 +473,7 @@ class Trainer:
             "device": str(self.device),
             "precision": self.precision.name,
             "world_size": self.dist.world_size,
+            INIT_FROM_KEY: self.init_record,
         }
         state = {**self._trainer_state(), **rank_rng}
         try:
@@ -424,6 +542,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += self.tokens_per_step
+        self.last_step_s = time.monotonic() - step_started  # what the thread tuner compares
         return loss_value, norm_value
 
     def run(self) -> TrainResult:
@@ -434,17 +553,23 @@ class Trainer:
             torch.set_num_threads(threads_before)
 
     def _run(self) -> TrainResult:
-        self._setup()
+        try:
+            self._setup()
+            main = self.dist.is_main  # only rank 0 writes the run directory and TensorBoard, and reports
+            self.writer = RunWriter(self.run_dir, config=self._run_record(), world_size=self.dist.world_size, lock=self.claim) if main else RankWriter()
+        except BaseException:
+            self.release_run(discard=True)  # nothing was written: a failed start leaves nothing behind
+            raise
         t = self.config.train
-        main = self.dist.is_main  # only rank 0 writes the run directory and TensorBoard, and reports
-        self.writer = RunWriter(self.run_dir, config=self._run_record(), world_size=self.dist.world_size) if main else RankWriter()
         tb = None
         try:
             if self.tensorboard and main:
                 from gpt2core.tensorboard_log import TensorBoardLogger
 
-                tb = TensorBoardLogger(self.run_dir)
-            self.handler = fan_out(self.writer.on_event, tb.on_event if tb else None, self.user_on_event if main else None)
+                # A resume from an earlier checkpoint replays steps TensorBoard already has: it
+                # drops them from the earlier files, so the curve never doubles back.
+                tb = TensorBoardLogger(self.run_dir, purge_step=self.step + 1 if self.state is not None else None)
+            self.handlers = [h for h in (self.writer.on_event, tb.on_event if tb else None, self.user_on_event if main else None) if h]
             result = self._loop(t)
             self.dist.barrier()  # no rank leaves before rank 0 has written the final checkpoint
             return result
@@ -481,14 +606,35 @@ class Trainer:
             "precision": self.precision.name,
             "data_info": self.data.info(),
             "resumed_from": str(self.resume_dir) if self.resume_dir else None,
+            INIT_FROM_KEY: self.init_record,  # where the weights came from (--init-from), None from scratch
             "backend": self.dist.backend,  # nccl / gloo, None for one process
             "batch": batch_layout(self.config.train.batch_size, self.config.train.grad_accum, self.config.model.context_length, self.dist.world_size),
         }
 
     def _loop(self, t) -> TrainResult:
+        self._start_segment(t)
+        loss = norm = math.nan
+        # The loop, one line per phase (nanoGPT's shape): stop on a limit, a request or a failed
+        # run file; one optimizer step (its lr, micro-batches, update); the bad-step check; the
+        # speed that fits a budget's horizon; the log line; evaluation and checkpoints on schedule.
+        while (reason := self._end_reason()) is None:
+            loss, norm = self.train_step()
+            if self._check_step(loss, norm):
+                reason = "diverged"
+                break
+            self._track_speed()
+            if self.step % t.log_interval == 0:
+                self._emit_step(loss, norm)
+            busy_start = time.monotonic()
+            self._evaluate_on_schedule(t)
+            self.speed.add_busy(time.monotonic() - busy_start)
+        return self._finish(reason, loss, norm, t)
+
+    def _start_segment(self, t) -> None:
+        """What this process's part of the run starts with: its clocks, the run_started event,
+        and the first evaluation (a new run's untrained loss, or one a stop cut short)."""
         self.segment_start = time.monotonic()
         self.eval_seconds = self.save_seconds = 0.0
-        self.loss_since_eval, self.steps_since_eval = 0.0, 0
         self.best_path = self.store.best()
         self.last_path = self.store.latest() if self.state is not None else None
         self.lr = self.plan.schedule.lr(self.step)
@@ -502,75 +648,30 @@ class Trainer:
                 max_training_hours=t.max_training_hours,
                 start_step=self.step,
                 world_size=self.dist.world_size,
+                threads=self._threads_label(),
+                ends_by=self._limits_label(),
             )
         )
         if self.state is None:
             if self.plan.step_limit is not None:
                 self._fit_warmup(self.plan.step_limit)
             self.evaluate()  # the untrained loss: where the curve starts
-        speed_ref: tuple[float, int] | None = None  # (time, step) after this segment's first step
-        self.interval_start, self.interval_tokens, self.interval_busy = time.monotonic(), 0, 0.0
-        loss = norm = math.nan
-        reason, message = None, None
-        while True:
-            reason = self.plan.end_reason(self.step, self.train_time())
-            if reason is None and self.should_stop():
-                reason = "stopped"
-            if reason is not None:
-                break
-            step_started = time.perf_counter()
-            loss, norm = self.train_step()
-            if self.thread_tuner is not None:
-                self.thread_tuner.step_done(time.perf_counter() - step_started, time.monotonic())
-            self.interval_tokens += self.tokens_per_step
-            if math.isfinite(loss) and math.isfinite(norm):
-                self.bad_in_a_row = 0
-                self.loss_since_eval += loss
-                self.steps_since_eval += 1
-            elif math.isfinite(loss) and self.scaler.is_enabled() and self.scaler.get_scale() >= 1.0:
-                # fp16 gradients overflowed: the scaler skipped the update and lowered its scale, which
-                # is how loss scaling finds its level, not divergence (that is a scale driven below 1).
-                self.skipped += 1
-            else:
-                self.bad_in_a_row += 1
-                self.skipped += 1
-                what, value = ("loss", loss) if not math.isfinite(loss) else ("gradient norm", norm)
-                self.emit(WarningEvent(step=self.step, message=f"{what} is {value}; update skipped ({self.bad_in_a_row} in a row)"))
-                if self.bad_in_a_row >= t.max_bad_steps:
-                    reason = "diverged"
-                    message = (
-                        f"training diverged: the loss or gradients were NaN/Inf {self.bad_in_a_row} steps in a row "
-                        f"(step {self.step}); no checkpoint was written over the good ones ({self.last_path or 'none yet'}); "
-                        f"try a lower --learning-rate (now {t.learning_rate:g}) or --gradient-clip 1.0"
-                    )
-                    break
+        elif self.eval_owed:  # stopped in the middle of this step's evaluation: do it, as the straight run did
+            self._evaluate_on_schedule(t)
+        self.speed = SpeedMeter(time.monotonic())
 
-            now = self._speed_clock()
-            if speed_ref is None:
-                speed_ref = (now, self.step)
-            elif self.step > speed_ref[1]:
-                sec_per_step = (now - speed_ref[0]) / (self.step - speed_ref[1])
-                self.plan.observe(self.step, self.train_time(), sec_per_step, self._reserve_s())
-                if not self.warmup_checked_against_budget:
-                    self._fit_warmup(self.plan.schedule.horizon)
-                    self.warmup_checked_against_budget = True
-
-            if self.step % t.log_interval == 0:
-                self._emit_step(loss, norm)
-            busy_start = time.monotonic()
-            if self.step % t.eval_interval == 0:
-                is_best = self.evaluate()
-                if is_best or t.checkpoint_interval is None:
-                    self.save("eval", is_best=is_best)
-            if t.checkpoint_interval is not None and self.step % t.checkpoint_interval == 0:
-                self.save("interval")
-            self.interval_busy += time.monotonic() - busy_start
-
+    def _finish(self, reason: str, loss: float, norm: float, t) -> TrainResult:
+        """The end of the run, by its reason: a diverged run fails without a checkpoint; a failed
+        run file raises after a last checkpoint attempt; otherwise the last log line, the final
+        evaluation and checkpoint (or the stop checkpoint), and the finished event."""
+        message = self._divergence_message(t) if reason == "diverged" else None
         if reason == "diverged":
             self.emit(FailedEvent(step=self.step, error=message))
-            self.writer.close(state="failed", message=message)
+            self.writer.close(state="failed", message=message, reason=reason)
             return self._result(reason, message)
-        if self.interval_tokens:
+        if reason == "write_error":
+            self._end_on_write_failure()
+        if self.speed.interval_tokens:
             self._emit_step(loss, norm)
         if reason != "stopped" and self.last_eval_step != self.step:
             self.save("final", is_best=self.evaluate())
@@ -584,13 +685,104 @@ class Trainer:
                 best_checkpoint=str(self.best_path) if self.best_path else None,
                 last_checkpoint=str(self.last_path) if self.last_path else None,
                 elapsed_s=self.train_time(),
+                threads=self._threads_label(),
             )
         )
         return self._result(reason, None)
 
+    def _end_reason(self) -> str | None:
+        """Why the run ends before the next step: a limit, a stop request, a run file that
+        could not be written (--on-save-error stop); None to go on."""
+        reason = self.plan.end_reason(self.step, self.train_time())
+        if reason is None and self.should_stop():
+            reason = "stopped"
+        if reason is None and self._run_file_failed():
+            reason = "write_error"
+        return reason
+
+    def _check_step(self, loss: float, norm: float) -> bool:
+        """The bad-step check: count the step, warn about a skipped update; True once the run
+        has diverged. A good step's loss goes into the train loss the next evaluation reports."""
+        fp16_overflow = self.scaler.is_enabled() and self.scaler.get_scale() >= 1.0
+        warning = self.bad_steps.record(loss, norm, fp16_overflow=fp16_overflow)
+        if math.isfinite(loss) and math.isfinite(norm):
+            self.loss_since_eval += loss
+            self.steps_since_eval += 1
+        if warning is not None:
+            self.emit(WarningEvent(step=self.step, message=warning))
+        return self.bad_steps.diverged
+
+    def _divergence_message(self, t) -> str:
+        return (
+            f"training diverged: the loss or gradients were NaN/Inf {self.bad_steps.in_a_row} steps in a row "
+            f"(step {self.step}); no checkpoint was written over the good ones ({self.last_path or 'none yet'}); "
+            f"try a lower --learning-rate (now {t.learning_rate:g}) or --gradient-clip 1.0"
+        )
+
+    def _track_speed(self) -> None:
+        """Seconds per step: the thread tuner's choice, and (once a budget governs) the schedule's
+        horizon; the budget taking over is said as it happens."""
+        if self.thread_tuner is not None:
+            self.thread_tuner.step_done(self.last_step_s, time.monotonic())
+        sec_per_step = self.speed.step_done(self._speed_clock(), self.step, self.tokens_per_step)
+        if sec_per_step is None:
+            return
+        notice = self.plan.observe(self.step, self.train_time(), sec_per_step, self._reserve_s())
+        if notice is not None:  # the budget now shapes the schedule: the user must know
+            self.emit(WarningEvent(step=self.step, message=notice))
+        if not self.warmup_checked_against_budget:
+            self._fit_warmup(self.plan.schedule.horizon)
+            self.warmup_checked_against_budget = True
+
+    def _evaluate_on_schedule(self, t) -> None:
+        """Evaluate (and checkpoint the best, or every evaluation) every eval_interval steps;
+        checkpoint every checkpoint_interval steps besides."""
+        if self.step % t.eval_interval == 0:
+            is_best = self.evaluate()
+            if is_best or t.checkpoint_interval is None:
+                self.save("eval", is_best=is_best)
+        if t.checkpoint_interval is not None and self.step % t.checkpoint_interval == 0:
+            self.save("interval")
+
+    def _run_file_failed(self) -> bool:
+        """True once a write to the run directory failed under --on-save-error stop (the
+        heartbeat's failures are collected here too)."""
+        error = self.writer.take_write_error()
+        if error is not None:
+            self._write_failed(error)
+        return self.write_failure is not None
+
+    def _end_on_write_failure(self) -> None:
+        """A run file could not be written: a final checkpoint attempt (it may live on another
+        disk), then a one-line error naming the file; the run's status ends 'failed'."""
+        error = self.write_failure
+        try:
+            saved = self.save("stop")
+            kept = f"the checkpoint of step {self.step} was saved ({saved})" if saved else f"the last good checkpoint ({self.last_path or 'none yet'}) is kept"
+        except CheckpointError as exc:
+            kept = f"the final checkpoint could not be written either ({exc})"
+        raise GPT2Error(
+            f"{error}; {kept}; free some space and continue with --resume-from {self.run_name} "
+            "(or train with --on-save-error continue to keep training when a run file cannot be written)"
+        ) from None
+
+    def _threads_label(self) -> int | str | None:
+        """The CPU threads of this run: the fixed count, "auto" for the tuner, None off the CPU."""
+        if self.device.type != "cpu":
+            return None
+        return "auto" if self.thread_tuner is not None else torch.get_num_threads()
+
+    def _limits_label(self) -> str:
+        """Which limits can end the run, for the first log line: 'max_steps 150', 'time budget 0:04:30'..."""
+        parts = []
+        if self.plan.step_limit is not None:
+            parts.append(f"{self.plan.step_reason} (step {self.plan.step_limit})")
+        if self.plan.budget_s is not None:
+            parts.append(f"time_budget ({self.plan.budget_s:.0f} s)")
+        return " or ".join(parts)
+
     def _emit_step(self, loss: float, norm: float) -> None:
-        busy = time.monotonic() - self.interval_start - self.interval_busy
-        tps = self.interval_tokens / busy if busy > 0 else 0.0
+        tps = self.speed.tokens_per_sec(time.monotonic())
         self.emit(
             StepEvent(
                 step=self.step,
@@ -604,13 +796,13 @@ class Trainer:
                 eta_s=self.plan.eta_s(self.step, self.train_time()),
                 tokens_seen=self.tokens_seen,
                 memory_mb=torch.cuda.max_memory_allocated(self.device) / 2**20 if self.device.type == "cuda" else None,
-                skipped_steps=self.skipped,
+                skipped_steps=self.bad_steps.skipped,
                 world_size=self.dist.world_size,
                 rank_tokens_per_sec=self.dist.rank_tokens_per_sec(self.tokens_per_step),
                 threads=torch.get_num_threads() if self.device.type == "cpu" else None,
             )
         )
-        self.interval_start, self.interval_tokens, self.interval_busy = time.monotonic(), 0, 0.0
+        self.speed.restart_interval(time.monotonic())
 
     def _result(self, reason: str, message: str | None) -> TrainResult:
         return TrainResult(
@@ -626,6 +818,7 @@ class Trainer:
             elapsed_s=self.train_time(),
             unigram_loss=self.data.unigram_loss,
             message=message,
+            threads=self._threads_label(),
         )
 
 
@@ -639,12 +832,15 @@ def train(
     on_event: Callable[[Event], None] | None = None,
     stop: threading.Event | None = None,
     tensorboard: bool = True,
+    init_from: "str | Path | StartPoint | None" = None,
 ) -> TrainResult:
     """Train a model as ``config`` says, writing ``runs/<run_name>/`` and ``checkpoints/<run_name>/``.
 
     ``resume_from`` (a checkpoint directory, a run's checkpoint folder or a run name) continues
     a run exactly where it stopped; ``config`` may then be None (the checkpoint's is used) or a
-    config with changed training options. ``on_event`` receives every event; setting ``stop``
+    config with changed training options. ``init_from`` (a hub name, a Hugging Face GPT-2
+    directory or one of our checkpoints, see gpt2core.init_from) starts a new run from those
+    weights and that tokenizer. ``on_event`` receives every event; setting ``stop``
     (or creating the run's stop_request file) ends the run after the current step, with a
     checkpoint. Returns a TrainResult; raises GPT2Error subclasses for bad input.
     """
@@ -657,5 +853,6 @@ def train(
         on_event=on_event,
         stop=stop,
         tensorboard=tensorboard,
+        init_from=init_from,
     )
     return trainer.run()

@@ -122,13 +122,14 @@ def _command_available(name: str) -> bool:
 
 def _as_click_error(exc: Exception, ctx: click.Context) -> click.ClickException:
     from gpt2core.errors import GPT2Error
+    from gpt2core.printable import printable  # messages quote paths and file contents: escapes shown, never obeyed
 
     if isinstance(exc, GPT2Error):
-        return click.ClickException(str(exc))
+        return click.ClickException(printable(exc))
     if (ctx.obj or {}).get("debug"):
         raise exc
     return click.ClickException(
-        f"internal error: {type(exc).__name__}: {exc} (this is a bug in gpt2tui; rerun with --debug for the traceback)"
+        f"internal error: {type(exc).__name__}: {printable(exc)} (this is a bug in gpt2tui; rerun with --debug for the traceback)"
     )
 
 

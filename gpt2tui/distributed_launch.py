@@ -26,9 +26,10 @@ from pathlib import Path
 
 import click
 
+from gpt2core.states import LIVE_RUN_STATES, EndReason, ExitCode, RunState
 from gpt2tui.cli import as_flags, option
 
-EXIT_FINISHED, EXIT_FAILED, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 3, 130
+EXIT_FINISHED, EXIT_FAILED, EXIT_DIVERGED, EXIT_STOPPED = ExitCode.FINISHED, ExitCode.FAILED, ExitCode.DIVERGED, ExitCode.STOPPED
 SHUTDOWN_TIMEOUT_S = 300  # how long torchrun lets workers finish a step and a checkpoint after a signal
 LAUNCH_FLAGS = ("nproc", "nnodes", "node_rank", "master_addr", "master_port", "rdzv_endpoint", "rdzv_id")
 
@@ -136,7 +137,7 @@ class _StopRelay:
         if self.run_dir is None or not self.run_dir.is_dir():
             return False
         run = read_run(self.run_dir)
-        return run.state in ("starting", "running") and (run.started or 0) >= self.launched_at
+        return run.state in LIVE_RUN_STATES and (run.started or 0) >= self.launched_at
 
     def handle(self, signum: int, frame) -> None:
         from gpt2core.rundir import STOP_REQUEST
@@ -174,11 +175,11 @@ def launch_run(ctx: click.Context, plan: LaunchPlan, *, run_name: str | None, ru
             signal.signal(sig, handler)
     run = read_run(run_dir) if run_dir is not None and run_dir.is_dir() else None
     if run is not None and (run.started or 0) >= launched_at:
-        if run.state == "stopped":
+        if run.state == RunState.STOPPED:
             return EXIT_STOPPED
-        if run.state == "finished":
+        if run.state == RunState.FINISHED:
             return EXIT_FINISHED if returncode == 0 else EXIT_FAILED
-        if run.state == "failed" and (run.message or "").startswith("training diverged"):
+        if run.state == RunState.FAILED and run.reason == EndReason.DIVERGED:  # recorded, not read from the message
             return EXIT_DIVERGED
         return EXIT_FAILED
     if relay.signalled:

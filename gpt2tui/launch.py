@@ -35,13 +35,14 @@ class TrainRequest:
     learning_rate: str = ""
     eval_interval: str = ""
     device: str = ""
+    init_from: str = ""  # start from these weights (a checkpoint, run name or HF model): --init-from
     extra: str = ""  # more flags, as typed on a command line
     runs_dir: str = "runs"
     checkpoints_dir: str = "checkpoints"
 
 
 # Form fields that are `gpt2tui train` flags of the same name (the rest of the dataclass is not).
-FORM_FLAGS = ("preset", "data", "tokenizer", "max_steps", "max_training_hours", "batch_size", "learning_rate", "eval_interval", "device")
+FORM_FLAGS = ("preset", "data", "tokenizer", "max_steps", "max_training_hours", "batch_size", "learning_rate", "eval_interval", "device", "init_from")
 
 
 def form_flags(request: object, names: tuple[str, ...]) -> list[str]:
@@ -61,6 +62,29 @@ def train_command(request: TrainRequest) -> list[str]:
     argv += ["--runs-dir", request.runs_dir, "--checkpoints-dir", request.checkpoints_dir]
     argv += shlex.split(request.extra)  # ValueError on an unclosed quote
     return argv
+
+
+def check_train_request(request: TrainRequest) -> list[str]:
+    """What `gpt2tui train` would refuse at once, checked with the core's own functions (the
+    run name as a folder, a free run directory); returns the argv. Raises GPT2Error, or
+    ValueError for extra flags that do not parse. Quick: the form calls it on the UI thread."""
+    from gpt2core.errors import ConfigError
+    from gpt2core.rundir import check_run_name
+
+    check_run_name(request.run_name)
+    if (Path(request.runs_dir) / request.run_name).exists():
+        raise ConfigError(f"A run named {request.run_name} exists; pick another name (or resume it with r).")
+    return train_command(request)
+
+
+def check_data(spec: str) -> None:
+    """The trainer's checks of one --data value (files found, each UTF-8 text), with the
+    core's functions; raises DataError. Reads every file, like the trainer: call it off the
+    UI thread."""
+    from gpt2core.data import expand_data_paths, read_text_file
+
+    for path in expand_data_paths([spec]):
+        read_text_file(path)  # binary or non-UTF-8 files fail here, as they would in the trainer
 
 
 def resume_command(run_name: str, checkpoint_dir: str | Path, *, runs_dir: str = "runs", checkpoints_dir: str = "checkpoints") -> list[str]:

@@ -34,6 +34,15 @@ def _budget(hours: float | None) -> str:
     return "no time budget" if hours is None else f"time budget {duration(hours * 3600)}"
 
 
+def describe_threads(threads: int | str | None) -> str:
+    """'2 CPU threads' / 'CPU threads auto (...)' / '' off the CPU: what bit-exactness depends on."""
+    if threads is None:
+        return ""
+    if threads == "auto":
+        return "threads: auto (tuned to the load; not bit-reproducible)"
+    return f"threads: {threads}, fixed"
+
+
 def describe_processes(e: RunStarted) -> str:
     """'' for one process; else how many, over what, and how the batch is split between them."""
     if e.world_size <= 1:
@@ -53,14 +62,22 @@ def describe_rank_speeds(speeds: list | None) -> str:
     return f" ({', '.join(count(s) for s in speeds)} per rank)" if speeds and len(speeds) > 1 else ""
 
 
+def _with_threads(threads: int | str | None) -> str:
+    return f", {describe_threads(threads)}" if threads is not None else ""
+
+
 def describe_start(e: RunStarted) -> str:
     data = (e.config.get("data_info") or {}).get("description", "")
     limit = f"up to {e.max_steps} steps" if e.max_steps else "no step limit"
     resumed = f", resuming at step {e.start_step}" if e.start_step else ""
+    init = e.config.get("init_from") or {}
+    if isinstance(init, dict) and init.get("label"):
+        resumed += f", started from {init['label']}"  # --init-from: whose weights these are
     precision = e.config.get("precision", "")
+    threads = f"; {describe_threads(e.threads)}" if e.threads is not None else ""
     return (
         f"run {e.run_name}: {count(e.num_params)} parameters on {e.device} ({precision}){describe_processes(e)}; {limit}, "
-        f"{_budget(e.max_training_hours)}{resumed}; data: {data}"
+        f"{_budget(e.max_training_hours)}{resumed}{threads}; data: {data}"
     )
 
 
@@ -120,7 +137,7 @@ class PlainLog:
         elif isinstance(e, SampleEvent):
             self.message(f"sample at step {e.step}: {_one_line(e.prompt + e.text)}")
         elif isinstance(e, FinishedEvent):
-            self.message(f"finished at step {e.step} ({e.reason}) after {duration(e.elapsed_s)}")
+            self.message(f"finished at step {e.step} ({e.reason}) after {duration(e.elapsed_s)}{_with_threads(e.threads)}")
         elif (notice := describe_notice(e)) is not None:
             self.message(notice)
 
@@ -242,7 +259,7 @@ def summary(result, sample_prompt: str = "The") -> str:
             f"a unigram model scores {result.unigram_loss:.4f})"
         )
     checkpoint = result.best_checkpoint or result.last_checkpoint
-    lines.append(f"run {result.run_name}: {result.reason} at step {result.step} after {duration(result.elapsed_s)}")
+    lines.append(f"run {result.run_name}: {result.reason} at step {result.step} after {duration(result.elapsed_s)}{_with_threads(result.threads)}")
     if checkpoint is not None:
         lines.append(f"checkpoint: {checkpoint}")
         lines.append(f"chat with it: gpt2tui generate --checkpoint {shlex.quote(str(result.checkpoint_dir))} --prompt {shlex.quote(sample_prompt)}")

@@ -8,6 +8,7 @@ same to draw as a short one.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import time
@@ -28,7 +29,8 @@ from gpt2core.events import (
 )
 
 MAX_POINTS = 2000  # per loss series; a chart is at most a few hundred cells wide
-KEEP_RECENT = 20  # checkpoints and warnings listed
+KEEP_RECENT = 20  # warnings listed
+KEEP_CHECKPOINTS = 500  # checkpoint events kept: the dashboard's checkpoints tab lists them all
 FINISH_REASONS = {"max_steps": "step limit reached", "max_epochs": "epoch limit reached", "time_budget": "time budget used"}
 
 
@@ -44,7 +46,7 @@ def _find_key(tree: Any, key: str) -> Any:
     return None
 
 
-def _append_bounded(points: list[tuple[int, float]], point: tuple[int, float]) -> None:
+def _append_bounded(points: list[tuple], point: tuple) -> None:
     points.append(point)
     if len(points) > MAX_POINTS:
         del points[1::2]  # keep the first and every other point: the curve's shape survives
@@ -80,10 +82,15 @@ class RunProgress:
     perplexity: float | None = None
     best_val_loss: float | None = None
     train_points: list[tuple[int, float]] = field(default_factory=list)
+    # (step, tokens seen, training seconds) at each step: the compare view's other x axes
+    clock_points: list[tuple[int, int, float]] = field(default_factory=list)
     val_points: list[tuple[int, float]] = field(default_factory=list)
     sample: tuple[int, str, str] | None = None  # (step, prompt, text)
     checkpoints: list[tuple[int, str, bool, str]] = field(default_factory=list)  # (step, path, is_best, reason)
     warnings: list[tuple[int, str]] = field(default_factory=list)
+    # Checkpoint paths no longer on disk (a study deletes worse trials' checkpoints, rotation old
+    # ones): set by the tail worker, which stats them; ``fold`` never touches the disk.
+    missing_checkpoints: frozenset[str] = frozenset()
     outcome: str | None = None  # how the run ended, in words; None while it runs
     _rate: deque = field(default_factory=lambda: deque(maxlen=30), repr=False)  # (wall time, step)
 
@@ -112,6 +119,7 @@ class RunProgress:
             self.tokens_seen, self.skipped_steps = event.tokens_seen, event.skipped_steps
             self.elapsed_s, self.trainer_eta_s, self.last_step_at = event.elapsed_s, event.eta_s, event.time
             self._rate.append((event.time, event.step))
+            _append_bounded(self.clock_points, (event.step, event.tokens_seen, event.elapsed_s))
             if self.loss is not None:
                 _append_bounded(self.train_points, (event.step, self.loss))
         elif isinstance(event, EvalEvent):
@@ -124,7 +132,7 @@ class RunProgress:
         elif isinstance(event, SampleEvent):
             self.sample = (event.step, event.prompt, event.text)
         elif isinstance(event, CheckpointEvent):
-            self.checkpoints = [*self.checkpoints, (event.step, event.path, event.is_best, event.reason)][-KEEP_RECENT:]
+            self.checkpoints = [*self.checkpoints, (event.step, event.path, event.is_best, event.reason)][-KEEP_CHECKPOINTS:]
         elif isinstance(event, WarningEvent):
             self.warnings = [*self.warnings, (event.step, event.message)][-KEEP_RECENT:]
         elif isinstance(event, FinishedEvent):
@@ -136,6 +144,17 @@ class RunProgress:
                 self.best_val_loss = event.best_val_loss
         elif isinstance(event, FailedEvent):
             self.outcome = f"failed: {event.error}"
+
+    def check_checkpoints(self, exists=None) -> None:
+        """Note which checkpoint paths are gone (``exists``: a path test, os.path.exists)."""
+        import os.path
+
+        exists = exists or os.path.exists
+        self.missing_checkpoints = frozenset(path for _, path, _, _ in self.checkpoints if not exists(path))
+
+    def checkpoints_deleted(self) -> bool:
+        """True when the run wrote checkpoints and none of them is on disk any more."""
+        return bool(self.checkpoints) and all(path in self.missing_checkpoints for _, path, _, _ in self.checkpoints)
 
     def snapshot(self) -> "RunProgress":
         """An independent copy for the UI thread, so the tail worker can keep folding."""
@@ -156,9 +175,13 @@ class RunProgress:
         return self.elapsed_s
 
     def eta(self, now: float | None = None, *, live: bool = True) -> tuple[float, str] | None:
-        """Seconds left and the limit that ends the run first ('steps', 'epochs' or 'hours')."""
+        """Seconds left and the limit that ends the run first ('steps', 'epochs' or 'hours').
+        None while a step or epoch limit's speed is still unmeasured: the budget alone would
+        be named then, though the step limit usually ends the run long before it."""
         candidates: list[tuple[float, str]] = []
         rate = self.steps_per_sec()
+        if not rate and (self.max_steps or self.max_epochs):
+            return None
         if rate and self.max_steps:
             candidates.append((max(0.0, (self.max_steps - self.step) / rate), "steps"))
         if rate and self.max_epochs and self.epoch > 0:
@@ -171,3 +194,22 @@ class RunProgress:
         if not candidates:
             return (self.trainer_eta_s, "trainer") if self.trainer_eta_s is not None else None
         return min(candidates)
+
+    def budget_binds(self, now: float | None = None, *, live: bool = True) -> bool:
+        """True when the time budget is the limit that ends the run (so a bar toward it means
+        something); False when a step or epoch limit ends it first, or there is no budget."""
+        if not self.max_training_hours:
+            return False
+        if not (self.max_steps or self.max_epochs):
+            return True
+        eta = self.eta(now, live=live)
+        return eta is not None and eta[1] == "hours"
+
+    def x_at(self, step: int, axis: str) -> float:
+        """Where ``step`` lies on the compare view's x ``axis`` ('step', 'tokens' or 'time'),
+        read off the recorded clock (the nearest recorded step at or before it)."""
+        if axis == "step" or not self.clock_points:
+            return float(step)
+        column = 1 if axis == "tokens" else 2
+        index = bisect.bisect_right(self.clock_points, (step, math.inf, math.inf)) - 1
+        return float(self.clock_points[max(index, 0)][column])

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from gpt2core.study_store import JOURNAL_SUFFIX, optimize_command, storage_for_file
+from gpt2core.atomic import write_file_atomic
+from gpt2core.states import ACTIVE_STUDY_STATES, LIVE_STUDY_STATES, StudyState
+from gpt2core.study_store import JOURNAL_SUFFIX, StudyError, optimize_command, storage_for_file, storage_location
 from gpt2tui import launch
-from gpt2tui.optuna_storage import LIVE_STATES
 
 DEFAULT_RESULTS_DIR = "optuna_results"  # optimize's --results-dir default: left out of commands
 
@@ -66,9 +67,41 @@ def default_storage(results_dir: str | Path, study_name: str) -> str:
     return str(Path(results_dir) / f"{study_name}{JOURNAL_SUFFIX}")
 
 
+# Form fields that are run options, checked by their declaration (gpt2core.schema) before a
+# detached process is started with them; a bad value there would only show in its log.
+RUN_OPTION_FIELDS = ("preset", "tokenizer", "device", "data", "max_steps", "max_training_hours", "eval_interval")
+_ZERO_IS_NO_LIMIT = ("max_steps", "max_training_hours")
+
+
+def check_run_fields(request: StudyRequest) -> None:
+    """ConfigError (one line, naming the field) for a run-option field whose text is not a value
+    that option takes; empty fields are left to `gpt2tui optimize`'s defaults."""
+    from gpt2core.config import check_option, option_table
+    from gpt2core.errors import ConfigError
+
+    table = option_table()
+    for name in RUN_OPTION_FIELDS:
+        text = getattr(request, name).strip()
+        if not text:
+            continue
+        kind = table[name][1].kind if name in table else str
+        try:
+            value = kind(text) if kind in (int, float) else text
+        except ValueError:
+            raise ConfigError(f"{name.replace('_', ' ')}: {text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if name in _ZERO_IS_NO_LIMIT and value == 0:
+            continue  # 0 is "no limit" on the command line
+        try:
+            check_option(name, (value,) if name == "data" else value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name.replace('_', ' ')}: {exc}") from None
+
+
 def study_command(request: StudyRequest) -> list[str]:
-    """The argv of `gpt2tui optimize` for a form. Raises StudyError for a bad study name and
-    ValueError for extra text that is not flags."""
+    """The argv of `gpt2tui optimize` for a form. Raises StudyError for a bad study name,
+    ConfigError for a run-option field that option does not take, and ValueError for extra
+    text that is not flags."""
+    check_run_fields(request)
     flags = launch.form_flags(request, FORM_FLAGS)
     if request.results_dir != DEFAULT_RESULTS_DIR:
         flags += ["--results-dir", request.results_dir]
@@ -100,32 +133,27 @@ def launch_study(argv: list[str], *, study_name: str, storage: str, runs_dir: st
     cwd = cwd or os.getcwd()
     launched = launch.launch_detached(argv, name=f"optimize-{study_name}", runs_dir=runs_dir, cwd=cwd)
     path = _record_path(runs_dir, study_name)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"study": study_name, "storage": storage, "argv": argv, "cwd": cwd}, indent=1))
-    os.replace(tmp, path)
+    write_file_atomic(path, json.dumps({"study": study_name, "storage": storage, "argv": argv, "cwd": cwd}, indent=1))
     return StudyLaunch(study_name, storage, launched)
 
 
-def _storage_identity(spec: str) -> tuple[str, str]:
-    spec = storage_for_file(spec)
-    if spec.startswith("sqlite:///"):
-        return ("sqlite", str(Path(spec[len("sqlite:///") :]).resolve()))
-    if "://" in spec:
-        return ("server", spec)
-    return ("journal", str(Path(spec).resolve()))
-
-
 def same_storage(a: str, b: str) -> bool:
-    """Whether two storage specs name the same storage (file paths compared resolved)."""
-    return _storage_identity(a) == _storage_identity(b)
+    """Whether two storage specs name the same storage (StorageLocation.identity: file paths
+    compared resolved); a spec that names no storage is only the same as itself."""
+    try:
+        return storage_location(storage_for_file(a)).identity == storage_location(storage_for_file(b)).identity
+    except StudyError:
+        return storage_for_file(a) == storage_for_file(b)
 
 
 def recorded_command(runs_dir: str | Path, study_name: str, storage: str) -> tuple[list[str], str | None] | None:
     """The command (and its folder) this console last started ``study_name`` in ``storage``
     with, if any."""
+    from gpt2core.safe_json import UnreadableJSON, read_json_file  # regular files only, capped, depth-limited
+
     try:
-        record = json.loads(_record_path(runs_dir, study_name).read_text())
-    except (OSError, ValueError):
+        record = read_json_file(_record_path(runs_dir, study_name), max_bytes=1 << 20)
+    except UnreadableJSON:
         return None
     if not isinstance(record, dict) or not isinstance(record.get("argv"), list) or not same_storage(str(record.get("storage")), storage):
         return None
@@ -182,7 +210,6 @@ def flags_for_options(options: Mapping[str, Any]) -> list[str]:
 
 # -- what the console knows before the storage shows it -----------------------------------------------
 
-ACTIVE_STATES = (*LIVE_STATES, "starting")  # a study in one of these has something to stop
 
 
 class StudyTracker:
@@ -207,18 +234,18 @@ class StudyTracker:
         return None
 
     def state(self, storage: str, name: str, stored: str) -> str:
-        """The state read from the storage (optuna_storage.study_state), corrected by what we did:
+        """The state read from the storage (study_read.study_state), corrected by what we did:
         ``starting`` while a process started here has no trial running (or is between trials),
         ``stopping`` from the moment a stop was requested here until the workers are gone."""
-        alive = stored not in LIVE_STATES and self.live_launch(storage, name) is not None
-        if any(_same(k, (storage, name)) for k in self.stop_sent) and (stored == "running" or alive):
-            return "stopping"
-        return "starting" if alive else stored
+        alive = stored not in LIVE_STUDY_STATES and self.live_launch(storage, name) is not None
+        if any(_same(k, (storage, name)) for k in self.stop_sent) and (stored == StudyState.RUNNING or alive):
+            return StudyState.STOPPING
+        return StudyState.STARTING if alive else stored
 
     def stopped_now(self, storage: str, name: str, stored: str) -> bool:
         """True once, when a study asked to stop here is seen with nothing running."""
         pending = [k for k in self.stop_sent if _same(k, (storage, name))]
-        if not pending or self.state(storage, name, stored) in ACTIVE_STATES:
+        if not pending or self.state(storage, name, stored) in ACTIVE_STUDY_STATES:
             return False
         self.stop_sent = [k for k in self.stop_sent if k not in pending]
         return True

@@ -4,31 +4,37 @@ and stream continuations token by token, with the sampler beside the transcript.
 torch loads in the first worker that needs it (listing checkpoints or loading a model), never
 on the UI thread. Generation runs in a thread worker that posts text pieces; Esc sets the
 stream's stop event. Each prompt is continued on its own (GPT-2 is not an instruction model).
+
+The keyboard belongs to the prompt: the sampler is driven by alt+arrows (or F5-F8, for
+terminals that eat alt), and a printable key pressed anywhere else on the screen is typed
+into the prompt, so typing never changes a setting by accident.
 """
 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.markup import escape
 from textual.message import Message
-from textual.widgets import Footer, Input, Select, Static
+from textual.widgets import Footer, Input
 from textual.worker import Worker
 
 from gpt2core.config import SampleConfig
+from gpt2tui.widgets.model_picker import ModelPicker, checkpoint_options
 from gpt2tui.widgets.prompt_input import PromptInput
-from gpt2tui.widgets.sampler_panel import SamplerPanel
+from gpt2tui.widgets.sampler_panel import SAMPLER_BINDINGS, SAMPLER_PALETTE, SamplerPanel
 from gpt2tui.widgets.transcript import Transcript, Turn
 from screens.base import ConsoleScreen
 
 POST_EVERY_S = 0.03  # batch streamed pieces: ~30 redraws a second however fast the model is
+CLEAR_CONFIRM_S = 5.0  # a second ctrl+n within this long clears the transcript
 
 
 class CheckpointsFound(Message):
@@ -53,79 +59,59 @@ class Streamed(Message):
 class ChatScreen(ConsoleScreen):
     BINDINGS = [
         Binding("escape", "stop", "Stop", tooltip="Stop the reply that is streaming"),
-        Binding("ctrl+r", "regenerate", "Again", tooltip="Regenerate the last reply with a new seed"),
+        Binding("ctrl+r", "regenerate", "Again", show=False, tooltip="Regenerate the last reply with a new seed"),
         Binding("ctrl+s", "save", "Save", tooltip="Save the transcript to a Markdown file"),
         Binding("ctrl+o", "focus_model", "Load", tooltip="Type a checkpoint, run name, 'latest' or a HF GPT-2 directory to load"),
-        Binding("ctrl+n", "clear", "Clear", show=False, tooltip="Clear the transcript"),
-        *(
-            Binding(key, f"knob('{name}', {step})", f"{label} {'+' if step > 0 else '-'}", show=False)
-            for name, label, down, up in (
-                ("temperature", "temperature", "t", "T"),
-                ("top_k", "top-k", "k", "K"),
-                ("top_p", "top-p", "p", "P"),
-                ("repetition_penalty", "repetition penalty", "e", "E"),
-                ("max_new_tokens", "max new tokens", "m", "M"),
-            )
-            for key, step in ((down, -1), (up, 1))
-        ),
+        Binding("ctrl+n", "clear", "Clear", show=False, tooltip="Clear the transcript (press twice: it asks first)"),
+        *SAMPLER_BINDINGS,
     ]
+    PALETTE = SAMPLER_PALETTE  # each knob by name, so the palette finds "temperature"
 
     def __init__(self) -> None:
         super().__init__()
         self.model = self.tokenizer = None
         self.model_description = ""
+        self.model_label = ""  # what each turn records as its model
         self.stop_event = threading.Event()
         self.generating = False
+        self.clear_asked_at: float | None = None
 
     def compose(self) -> ComposeResult:
-        with Horizontal(id="chat-source"):
-            yield Select([], prompt="checkpoints…", id="checkpoint-list", compact=True)
-            yield Input(placeholder="ctrl+o: checkpoint dir, run name, latest, or HF GPT-2 dir; enter", id="model-path", compact=True)
-        yield Static("No model loaded.", id="model-status", markup=False)  # shows typed paths as they are
+        yield ModelPicker(id="model-picker")
         with Horizontal(id="chat-body"):
             yield Transcript(id="transcript")
             yield SamplerPanel(id="sampler")
-        yield PromptInput(placeholder="Prompt; enter generates · ↑/↓ earlier prompts · esc stops", id="prompt")
+        yield PromptInput(placeholder="Prompt; enter continues it · ↑/↓ earlier prompts", id="prompt")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.find_checkpoints()
         self.query_one("#prompt", PromptInput).focus()
 
+    def on_key(self, event: events.Key) -> None:
+        """A printable key outside a text field (a slider, the transcript) is prompt text."""
+        if event.is_printable and event.character and not isinstance(self.focused, Input):
+            prompt = self.query_one("#prompt", PromptInput)
+            self.set_focus(prompt)  # at once: the keys queued behind this one go there too
+            prompt.insert_text_at_cursor(event.character)
+            event.stop()
+            event.prevent_default()
+
     # -- choosing and loading a model --------------------------------------------------------
 
     @work(thread=True, exclusive=True, group="find", exit_on_error=False, name="listing checkpoints")
     def find_checkpoints(self) -> None:
-        from gpt2core.checkpoint import CheckpointStore
-
-        root = Path(self.app.checkpoints_dir)
-        runs = sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True) if root.is_dir() else []
-        options = []
-        for run in runs:
-            store = CheckpointStore(run, cleanup=False)
-            if store.best() is not None:
-                options.append((f"{escape(run.name)} · best", str(store.best())))  # Select prompts are markup
-            steps = store.steps()
-            if steps:
-                options.append((f"{escape(run.name)} · step {steps[-1][0]}", str(steps[-1][1])))
-        self.post_message(CheckpointsFound(options))
+        self.post_message(CheckpointsFound(checkpoint_options(Path(self.app.checkpoints_dir))))
 
     def on_checkpoints_found(self, message: CheckpointsFound) -> None:
-        self.query_one("#checkpoint-list", Select).set_options(message.options)
+        self.query_one(ModelPicker).set_options(message.options)
 
-    @on(Select.Changed, "#checkpoint-list")
-    def _picked(self, event: Select.Changed) -> None:
-        if isinstance(event.value, str):
-            self.load_checkpoint(event.value)
-
-    @on(Input.Submitted, "#model-path")
-    def _typed(self, event: Input.Submitted) -> None:
-        if event.value.strip():
-            self.load_checkpoint(event.value.strip())
+    def on_model_picker_chosen(self, message: ModelPicker.Chosen) -> None:
+        self.load_checkpoint(message.source)
 
     def load_checkpoint(self, source: str) -> None:
-        self.query_one("#model-path", Input).value = source
-        self.query_one("#model-status", Static).update(f"Loading {source}…")
+        self.query_one(ModelPicker).show_loading(source)
+        self.set_focus(self.query_one("#prompt", PromptInput))  # what is typed while it loads is the prompt
         self._load(source)
 
     @work(thread=True, exclusive=True, group="load", exit_on_error=False, name="loading the model")
@@ -136,20 +122,22 @@ class ChatScreen(ConsoleScreen):
         self.post_message(ModelLoaded(source, model, tokenizer, description))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
+        picker = self.query_one(ModelPicker)
         if message.tokenizer is None:
-            self.query_one("#model-status", Static).update(f"{message.description}. Cannot chat without a tokenizer.")
+            picker.show_status(f"{message.description}. Cannot chat without a tokenizer.")
             self.notify(f"{message.source} has no tokenizer, so text cannot be encoded.", severity="error")
             return
         self.model, self.tokenizer, self.model_description = message.model, message.tokenizer, message.description
-        self.query_one("#model-status", Static).update(message.description)
+        self.model_label = message.description.partition(": ")[0]  # 'checkpoint <path> (step N)'
+        folder = re.fullmatch(r"checkpoint (.+?)(?: \(step \d+\))?", self.model_label)
+        picker.show_loaded(message.source, message.description, folder.group(1) if folder else None)
         self.notify(f"Loaded {message.source}", title="model ready")
         self.query_one("#prompt", PromptInput).focus()
 
     def worker_failed(self, worker: Worker) -> None:
         super().worker_failed(worker)
         if worker.group == "load":
-            status = "No model loaded." if self.model is None else self.model_description
-            self.query_one("#model-status", Static).update(status)
+            self.query_one(ModelPicker).show_status()
         if worker.group == "generate":
             self.generating = False
 
@@ -158,7 +146,10 @@ class ChatScreen(ConsoleScreen):
     @on(Input.Submitted, "#prompt")
     def _prompt(self, event: Input.Submitted) -> None:
         prompt_input = self.query_one("#prompt", PromptInput)
-        if not event.value.strip() or not self._can_generate():
+        if not event.value.strip():
+            self.notify("Type a prompt first: the model continues the text you give it.", severity="warning")
+            return
+        if not self._can_generate():
             return
         prompt_input.remember(event.value)
         prompt_input.value = ""
@@ -176,6 +167,7 @@ class ChatScreen(ConsoleScreen):
     def _start(self, turn: Turn, *, replace: bool) -> None:
         settings = self.query_one(SamplerPanel).sample_settings()
         turn.settings, turn.seed, turn.reply, turn.outcome = settings, random.randrange(2**31), "", ""
+        turn.model = self.model_label
         transcript = self.query_one(Transcript)
         if replace:
             transcript.update_last()
@@ -236,7 +228,7 @@ class ChatScreen(ConsoleScreen):
 
     def _save_to(self, path: str | None) -> None:
         if path:
-            self._write(path, self.query_one(Transcript).to_markdown(self.model_description))
+            self._write(path, self.query_one(Transcript).to_markdown())
 
     @work(thread=True, group="save", exit_on_error=False, name="saving the transcript")
     def _write(self, path: str, text: str) -> None:
@@ -246,11 +238,26 @@ class ChatScreen(ConsoleScreen):
         self.app.call_from_thread(self.notify, f"Saved the transcript to {target}", title="saved")
 
     def action_focus_model(self) -> None:
-        self.query_one("#model-path", Input).focus()
+        self.query_one(ModelPicker).focus_path()
 
     def action_clear(self) -> None:
-        if not self.generating:
-            self.query_one(Transcript).clear_turns()
+        turns = len(self.query_one(Transcript).turns)
+        if self.generating or not turns:
+            self.notify("Nothing to clear." if not turns else "Still generating; esc stops it first.", severity="warning")
+            return
+        now = time.monotonic()
+        if self.clear_asked_at is None or now - self.clear_asked_at > CLEAR_CONFIRM_S:
+            self.clear_asked_at = now
+            self.notify(f"Press ctrl+n again to clear {turns} turn{'s' * (turns != 1)} (ctrl+s saves them).", title="clear?", timeout=CLEAR_CONFIRM_S)
+            return
+        self.clear_asked_at = None
+        self.query_one(Transcript).clear_turns()
+
+    def action_pick_knob(self, step: int) -> None:
+        self.query_one(SamplerPanel).pick(step)
+
+    def action_turn_knob(self, steps: int) -> None:
+        self.query_one(SamplerPanel).picked_slider().action_nudge(steps)
 
     def action_knob(self, name: str, step: int) -> None:
         self.query_one(SamplerPanel).slider(name).action_nudge(step)

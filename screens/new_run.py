@@ -1,73 +1,97 @@
 """The new-run form: the common `gpt2tui train` options, and the exact command it will run.
 
 Empty fields are left out of the command, so the trainer's own defaults apply (the form
-never guesses them). Starting dismisses the form with the ``Launched`` process.
+never guesses them). Start checks what the trainer would refuse before training (run name,
+data files: ``launch.check_train_request``, the core's checks) in a worker, shows a problem
+in the form, and only then launches; the form is dismissed with the ``Launched`` process.
+The form remembers its last values on the app, so pressing n again starts from them.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
-from textual import on
+from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from gpt2core.config import PRESETS
+from gpt2core.errors import GPT2Error
 from gpt2core.tokenizer import KINDS
 from gpt2tui import launch
-from screens.base import os_errors_notified
+from screens.base import describe_error, os_errors_notified
 
 DEVICES = ("cpu", "cuda", "mps")
 # (field, label, placeholder, Input type) for the free-text fields, in form order.
 TEXT_FIELDS = (
     ("data", "data", "built-in corpus", "text"),
-    ("max_steps", "max steps", "trainer default", "integer"),
-    ("max_training_hours", "max hours", "trainer default", "number"),
-    ("batch_size", "batch size", "trainer default", "integer"),
-    ("learning_rate", "lr", "trainer default", "number"),
-    ("eval_interval", "eval every", "trainer default", "integer"),
+    ("max_steps", "max steps", "default", "integer"),
+    ("max_training_hours", "max hours", "default", "number"),
+    ("batch_size", "batch size", "default", "integer"),
+    ("learning_rate", "lr", "default", "number"),
+    ("eval_interval", "eval every", "default", "integer"),
 )
+WIDE_FIELDS = (  # one per row, across the form
+    ("init_from", "start from", "random weights; or a checkpoint, run name, gpt2 (--init-from)"),
+    ("extra", "more flags", "e.g. --d-model 256 --seed 1"),
+)
+
+
+class Checked(Message):
+    """The worker's verdict on Start: the argv to launch, or the problem to show."""
+
+    def __init__(self, request: launch.TrainRequest, argv: list[str] | None, problem: str | None) -> None:
+        super().__init__()
+        self.request, self.argv, self.problem = request, argv, problem
 
 
 class NewRunScreen(ModalScreen["launch.Launched | None"]):
     BINDINGS = [
-        Binding("ctrl+s", "start", "Start run"),
-        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+s", "start", "Start run", tooltip="Start the run (enter in a field does too); the form checks it first"),
+        Binding("escape", "cancel", "Cancel", tooltip="Close the form; n opens it again with these values"),
     ]
 
     def __init__(self, *, runs_dir: str, checkpoints_dir: str) -> None:
         super().__init__()
         self.runs_dir = runs_dir
         self.checkpoints_dir = checkpoints_dir
+        self.checking = False
 
     def compose(self) -> ComposeResult:
+        last = getattr(self.app, "last_train_request", None)
+        values = vars(last) if last is not None else {"run_name": launch.default_run_name()}
         with Vertical(id="new-run"):
-            yield Static("[b]New training run[/b] · empty fields keep the trainer's defaults", id="new-run-title")
+            yield Static("New training run · empty fields keep the trainer's defaults", id="new-run-title", markup=False)
             with Grid(id="new-run-form"):
                 yield Label("run name")
-                yield Input(launch.default_run_name(), id="run_name", compact=True)
-                yield Label("preset")
-                yield Select([(name, name) for name in PRESETS], prompt="default", id="preset", compact=True)
-                yield Label("tokenizer")
-                yield Select([(kind, kind) for kind in KINDS], prompt="default", id="tokenizer", compact=True)
-                yield Label("device")
-                yield Select([(d, d) for d in DEVICES], prompt="auto", id="device", compact=True)
+                yield Input(values["run_name"], id="run_name", compact=True)
+                for name, label, choices, prompt in (("preset", "preset", PRESETS, "default"), ("tokenizer", "tokenizer", KINDS, "default"), ("device", "device", DEVICES, "auto")):
+                    yield Label(label)
+                    value = values.get(name) if values.get(name) in choices else Select.NULL
+                    yield Select([(c, c) for c in choices], prompt=prompt, value=value, id=name, compact=True)
                 for name, label, placeholder, kind in TEXT_FIELDS:
                     yield Label(label)
-                    yield Input(placeholder=placeholder, type=kind, id=name, compact=True)
-                yield Label("more flags")
-                yield Input(placeholder="e.g. --d-model 256 --seed 1", id="extra", compact=True)
-            yield Static("", id="command-preview", markup=False)  # flags as typed: brackets are not markup
+                    yield Input(values.get(name, ""), placeholder=placeholder, type=kind, id=name, compact=True)
+                for name, label, placeholder in WIDE_FIELDS:
+                    yield Label(label)
+                    yield Input(values.get(name, ""), placeholder=placeholder, id=name, compact=True, classes="wide")
+            with VerticalScroll(id="command-box"):  # bounded: a long command scrolls, the buttons stay
+                yield Static("", id="command-preview", markup=False)  # flags as typed: brackets are not markup
+            yield Static("", id="form-problem", markup=False)
             with Horizontal(id="new-run-buttons"):
                 yield Button("Start  ctrl+s", variant="primary", id="start", compact=True)
                 yield Button("Cancel  esc", id="cancel", compact=True)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.auto_name = self.query_one("#run_name", Input).value
+        # A fresh form's generated name follows the preset; a remembered one is the user's.
+        remembered = getattr(self.app, "last_train_request", None) is not None
+        self.auto_name = None if remembered else self.query_one("#run_name", Input).value
         self._show_command()
         self.query_one("#run_name", Input).focus()
 
@@ -77,6 +101,10 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
             value = widget.value
             values[widget.id] = "" if value is Select.NULL or value is None else str(value).strip()
         return launch.TrainRequest(runs_dir=self.runs_dir, checkpoints_dir=self.checkpoints_dir, **values)
+
+    @on(Input.Blurred)
+    def _show_start(self, event: Input.Blurred) -> None:
+        event.input.cursor_position = 0  # a long value shows its beginning once left
 
     @on(Select.Changed, "#preset")
     def _name_after_preset(self, event: Select.Changed) -> None:
@@ -88,6 +116,7 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
     @on(Select.Changed)
     def _show_command(self) -> None:
         preview = self.query_one("#command-preview", Static)
+        self.query_one("#form-problem", Static).update("")
         try:
             preview.update(launch.display_command(launch.train_command(self.request())))
             preview.remove_class("-invalid")
@@ -98,22 +127,57 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
     @on(Input.Submitted)
     @on(Button.Pressed, "#start")
     def action_start(self) -> None:
+        if self.checking:
+            return
         request = self.request()
-        name = request.run_name
-        if not name or "/" in name or name.startswith("."):
-            self.notify("Give the run a name without '/' that does not start with '.'.", severity="error")
-            return
-        if (Path(self.runs_dir) / name).exists():
-            self.notify(f"A run named {name} exists; pick another name (or resume it with r).", severity="error")
-            return
         try:
-            argv = launch.train_command(request)
-        except ValueError as exc:
-            self.notify(f"The extra flags do not parse: {exc}", severity="error")
+            argv = launch.check_train_request(request)
+        except GPT2Error as exc:
+            self._refuse(str(exc))
             return
+        except ValueError as exc:
+            self._refuse(f"The extra flags do not parse: {exc}")
+            return
+        if not request.data:
+            self._launch(request, argv)
+            return
+        self.checking = True  # reading the data files can take a while: in a worker
+        self.query_one("#form-problem", Static).update(Text("checking the data files…", style="italic"))
+        self._check_data(request, argv)
+
+    @work(thread=True, exclusive=True, group="check", exit_on_error=False, name="checking the data")
+    def _check_data(self, request: launch.TrainRequest, argv: list[str]) -> None:
+        try:
+            launch.check_data(request.data)
+        except (GPT2Error, OSError) as exc:
+            self.post_message(Checked(request, None, describe_error(exc)))
+            return
+        self.post_message(Checked(request, argv, None))
+
+    def on_worker_state_changed(self, event) -> None:
+        if event.state.name == "ERROR":  # an unexpected failure must not leave Start dead
+            self.checking = False
+            self._refuse(describe_error(event.worker.error))
+
+    def on_checked(self, message: Checked) -> None:
+        self.checking = False
+        if message.problem is not None:
+            self._refuse(message.problem)
+        else:
+            self._launch(message.request, message.argv)
+
+    def _refuse(self, problem: str) -> None:
+        """The reason in the form (it stays open, nothing typed is lost) and as a notification."""
+        self.query_one("#form-problem", Static).update(Text(problem, style="bold"))
+        self.notify(problem, title="cannot start the run", severity="error")
+
+    def _launch(self, request: launch.TrainRequest, argv: list[str]) -> None:
         with os_errors_notified(self, "starting the run"):
-            self.dismiss(launch.launch_detached(argv, name=name, runs_dir=self.runs_dir))
+            launched = launch.launch_detached(argv, name=request.run_name, runs_dir=self.runs_dir)
+            self.app.last_train_request = replace(request, run_name=launch.default_run_name(request.preset))
+            self.dismiss(launched)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:
+        self.app.last_train_request = self.request()
         self.dismiss(None)

@@ -29,7 +29,7 @@ PRUNERS = ("median", "hyperband", "none")
 # The form in grid order: (field, label, widget). Inputs are (placeholder, type); Selects (choices, prompt).
 FORM = (
     ("study_name", "study", ("", "text")),
-    ("storage", "storage", ("optuna_results/<study>.journal", "text")),
+    ("storage", "storage", ("default journal file", "text")),
     ("n_trials", "trials", ("20", "integer")),
     ("workers", "workers", ("1", "integer")),
     ("timeout", "timeout", ("none, or 30m, 8h", "text")),
@@ -78,7 +78,8 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
                         yield Input(values[name], placeholder=first, type=second, id=name, compact=True)
                 yield Label("more flags")
                 yield Input(values["extra"], placeholder="e.g. --sampler random --d-model 128 --workers 2", id="extra", compact=True)
-            yield Static("", id="study-command", markup=False)  # flags as typed: brackets are not markup
+            with VerticalScroll(id="study-command-box"):  # bounded: a long command scrolls, the buttons stay
+                yield Static("", id="study-command", markup=False)  # flags as typed: brackets are not markup
             with Horizontal(id="new-study-buttons"):
                 yield Button("Start  ctrl+s", variant="primary", id="start", compact=True)
                 yield Button("Cancel  esc", id="cancel", compact=True)
@@ -86,6 +87,7 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
 
     def on_mount(self) -> None:
         self.auto_storage = self.query_one("#storage", Input).value
+        self.query_one("#storage", Input).cursor_position = 0  # 'optuna_results/...' from its start
         self._show_command()
         self.query_one("#study_name", Input).focus()
 
@@ -96,11 +98,16 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
             values[widget.id] = "" if value is Select.NULL or value is None else str(value).strip()
         return StudyRequest(runs_dir=self.runs_dir, checkpoints_dir=self.checkpoints_dir, results_dir=self.optuna_dir, **values)
 
+    @on(Input.Blurred)
+    def _show_start(self, event: Input.Blurred) -> None:
+        event.input.cursor_position = 0  # a long value (the storage path) shows its beginning once left
+
     @on(Input.Changed, "#study_name")
     def _storage_after_name(self, event: Input.Changed) -> None:
         storage = self.query_one("#storage", Input)
         if storage.value == self.auto_storage:  # not edited by the user: follow the name
             self.auto_storage = storage.value = study_launch.default_storage(self.optuna_dir, event.value.strip())
+            storage.cursor_position = 0
 
     def _continues(self, request: StudyRequest) -> bool:
         return any(name == request.study_name and study_launch.same_storage(spec, request.storage) for spec, name in self.known)
@@ -117,7 +124,7 @@ class NewStudyScreen(ModalScreen["study_launch.StudyLaunch | None"]):
             preview.add_class("-invalid")
             return
         preview.remove_class("-invalid")
-        preview.border_title = "continues the existing study" if self._continues(request) else "new study"
+        self.query_one("#study-command-box").border_title = "continues the existing study" if self._continues(request) else "new study"
         preview.update(command)
 
     @on(Input.Submitted)

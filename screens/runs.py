@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,48 +21,49 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer
 from textual.worker import get_current_worker
 
-from gpt2core.rundir import METRICS, MetricsTail, RunSummary, list_runs, request_stop
+from gpt2core.rundir import METRICS, MetricsTail, RunSummary, list_runs
+from gpt2core.states import RunState
 from gpt2tui import humanize, launch
 from gpt2tui.run_progress import RunProgress
-from screens.base import ConsoleScreen, os_errors_notified
-from screens.dashboard import LIVE_STATES, Dashboard
+from gpt2tui.text_safety import as_text
+from screens.base import ConsoleScreen
+from screens.dashboard import Dashboard, current_step
+from screens.run_actions import RunActions
 
 LIST_EVERY_S = 2.0
 TAIL_EVERY_S = 0.5
+CHECK_FILES_EVERY = 10  # tail rounds between looks at which checkpoint files still exist
+COLUMNS = ("mark", "name", "state", "step", "best", "age")
+MARK = "✓"  # a marked run (space), for the compare view
+UNMARKED_TITLE = "runs · space marks runs to compare · t: next dashboard tab"  # the keys the footer has no room for
 # Rich styles (DataTable cells are Rich text); ANSI names so 16-colour terminals show them too,
 # and the state is a word, so NO_COLOR loses nothing.
-STATE_STYLES = {"running": "bold green", "starting": "green", "failed": "bold red", "stale": "yellow", "stopped": "dim"}
-RESUMABLE = ("stopped", "failed", "stale")
-TRAIN_EXIT_OK = (0, 130)  # `gpt2tui train`: finished, or stopped on request with a checkpoint
+STATE_STYLES = {RunState.RUNNING: "bold green", RunState.STARTING: "green", RunState.FAILED: "bold red", RunState.STALE: "yellow", RunState.STOPPED: "dim"}
 
 
+@dataclass
 class RunsListed(Message):
-    def __init__(self, runs: list[RunSummary]) -> None:
-        super().__init__()
-        self.runs = runs
+    runs: list[RunSummary]
 
 
+@dataclass
 class ProgressUpdated(Message):
-    def __init__(self, run_name: str, progress: RunProgress) -> None:
-        super().__init__()
-        self.run_name = run_name
-        self.progress = progress
+    run_name: str
+    progress: RunProgress
 
 
-class LaunchEnded(Message):
-    def __init__(self, launched: launch.Launched, failure: str | None) -> None:
-        super().__init__()
-        self.launched = launched
-        self.failure = failure  # the log's last line (or the exit code) when it ended badly
 
-
-class RunsScreen(ConsoleScreen):
+class RunsScreen(RunActions, ConsoleScreen):
     BINDINGS = [
         Binding("n", "new_run", "New", tooltip="Start a new training run (a form shows the command)"),
         Binding("s", "stop_run", "Stop", tooltip="Stop the selected run gracefully: it checkpoints, then exits"),
         Binding("r", "resume_run", "Resume", tooltip="Resume the selected stopped, failed or stale run from its checkpoints"),
         Binding("c", "chat_run", "Talk", tooltip="Chat with the selected run's best checkpoint"),
-        Binding("d", "focus_dashboard", "Dashboard", show=False, tooltip="Focus the dashboard to scroll it"),
+        Binding("t", "next_tab", "Tab", show=False, tooltip="Next dashboard tab: overview, loss chart, samples, checkpoints"),
+        Binding("d", "focus_dashboard", "Scroll", show=False, tooltip="Focus the dashboard tab's content: arrows, PgUp/PgDn, Home/End scroll it; esc returns"),
+        Binding("space", "mark_run", "Mark", show=False, tooltip="Mark or unmark the selected run for the compare view"),
+        Binding("v", "compare", "Compare", tooltip="Compare the marked runs (or the selected one): train and val loss on one chart"),
+        Binding("escape", "focus_runs", "Runs list", show=False, tooltip="Back to the runs list"),
     ]
 
     def __init__(self) -> None:
@@ -71,6 +72,7 @@ class RunsScreen(ConsoleScreen):
         self.selected: str | None = None
         self.select_when_listed: str | None = None
         self.launched: list[launch.Launched] = []  # processes started here (they outlive the app)
+        self.marked: list[str] = []  # runs marked for the compare view, in marking order
 
     @property
     def runs_dir(self) -> Path:
@@ -78,14 +80,14 @@ class RunsScreen(ConsoleScreen):
 
     def compose(self) -> ComposeResult:
         table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        table.border_title = "runs"
+        table.border_title = UNMARKED_TITLE
         yield table
         yield Dashboard(id="dashboard")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
-        for label, key in (("run", "name"), ("state", "state"), ("step", "step"), ("best val", "best"), ("age", "age")):
+        for label, key in zip(("", "run", "state", "step", "best val", "age"), COLUMNS):
             table.add_column(label, key=key)
         self.list_runs()
         self.set_interval(LIST_EVERY_S, self.list_runs)
@@ -102,10 +104,12 @@ class RunsScreen(ConsoleScreen):
         now = time.time()
         previous = list(self.runs)
         self.runs = {run.name: run for run in message.runs}
-        rows = {run.name: _row(run, now) for run in message.runs}
+        self.marked = [name for name in self.marked if name in self.runs]
+        progress = self.query_one(Dashboard).progress
+        rows = {run.name: self._row(run, now, progress if progress and progress.run_name == run.name else None) for run in message.runs}
         if list(rows) == previous:
             for name, cells in rows.items():
-                for key, cell in zip(("name", "state", "step", "best", "age"), cells):
+                for key, cell in zip(COLUMNS, cells):
                     table.update_cell(name, key, cell, update_width=True)
         else:
             table.clear()
@@ -141,20 +145,26 @@ class RunsScreen(ConsoleScreen):
         worker = get_current_worker()
         tail = MetricsTail(self.runs_dir / name / METRICS)
         progress = RunProgress(run_name=name)
-        first = True
+        rounds = 0
         while not worker.is_cancelled:
             records = tail.read_new()
             for record in records:
                 with contextlib.suppress(TypeError, ValueError):  # a record of the wrong types (a damaged or
                     progress.fold(record)  # foreign file) is skipped, like a line that is not JSON
-            if records or first:
+            missing = progress.missing_checkpoints
+            if records or rounds % CHECK_FILES_EVERY == 0:
+                progress.check_checkpoints()
+            if records or rounds == 0 or missing != progress.missing_checkpoints:
                 self.post_message(ProgressUpdated(name, progress.snapshot()))
-                first = False
+            rounds += 1
             time.sleep(TAIL_EVERY_S)
 
     def on_progress_updated(self, message: ProgressUpdated) -> None:
         if message.run_name == self.selected:
             self.query_one(Dashboard).show_progress(message.progress)
+            if message.run_name in self.runs:  # the list shows the same step as the dashboard
+                step = _steps(current_step(self.runs[message.run_name], message.progress), self.runs[message.run_name].max_steps)
+                self.query_one("#runs", DataTable).update_cell(message.run_name, "step", step, update_width=True)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -164,92 +174,51 @@ class RunsScreen(ConsoleScreen):
             self.notify("No run selected.", severity="warning")
         return run
 
-    def action_new_run(self) -> None:
-        from screens.new_run import NewRunScreen
+    def _row(self, run: RunSummary, now: float, progress: RunProgress | None) -> tuple:
+        state = as_text(run.state, STATE_STYLES.get(run.state, ""))  # read from status.json, which may hold anything
+        last = run.heartbeat or run.started
+        age = humanize.age(now - last if last else None)
+        mark = MARK if run.name in self.marked else ""
+        return (mark, as_text(run.name), state, _steps(current_step(run, progress), run.max_steps), humanize.number(run.best_val_loss), age)
 
-        self.app.push_screen(NewRunScreen(runs_dir=str(self.runs_dir), checkpoints_dir=self.app.checkpoints_dir), self._start)
 
-    def _start(self, launched: launch.Launched | None) -> None:
-        if launched is None:
+    def show_run(self, name: str) -> None:
+        """Select run ``name`` (from the trials screen's enter), now or once it is listed."""
+        if not (self.runs_dir / name).is_dir():
+            self.notify(f"No run {name} under {self.runs_dir} (was it deleted?).", severity="warning")
             return
-        self.notify(f"Started {launched.name}; its output goes to {launched.log_path}", title="run started")
-        self.select_when_listed = launched.name  # the trainer creates its directory in a moment
-        self.watch_launch(launched)
+        self.select_when_listed = name
         self.list_runs()
-
-    def action_stop_run(self) -> None:
-        run = self._selected_run()
-        if run is None:
-            return
-        if run.state not in LIVE_STATES:
-            self.notify(f"{run.name} is not running ({run.state}).", severity="warning")
-            return
-        with os_errors_notified(self, f"stopping {run.name}"):
-            request_stop(run.path)
-            self.notify(f"Asked {run.name} to stop; it saves a checkpoint, then exits.", title="stopping")
-
-    def action_resume_run(self) -> None:
-        run = self._selected_run()
-        if run is None:
-            return
-        if run.state not in RESUMABLE:
-            self.notify(f"{run.name} is {run.state}; only a stopped, failed or stale run can resume.", severity="warning")
-            return
-        checkpoint_dir = self._checkpoint_dir(run)
-        if checkpoint_dir is None:
-            self.notify(f"{run.name} has no checkpoint to resume from.", severity="error")
-            return
-        argv = launch.resume_command(
-            run.name, checkpoint_dir, runs_dir=str(self.runs_dir), checkpoints_dir=self.app.checkpoints_dir
-        )
-        with os_errors_notified(self, f"resuming {run.name}"):
-            launched = launch.launch_detached(argv, name=run.name, runs_dir=self.runs_dir)
-            self.notify(f"Resuming {run.name} from {checkpoint_dir}", title="resuming")
-            self.watch_launch(launched)
-
-    def _checkpoint_dir(self, run: RunSummary) -> Path | None:
-        """The run's checkpoint folder: where its checkpoints were written, else the default."""
-        progress = self.query_one(Dashboard).progress
-        candidates = [Path(self.app.checkpoints_dir) / run.name]
-        if progress and progress.run_name == run.name and progress.checkpoints:
-            candidates.insert(0, Path(progress.checkpoints[-1][1]).parent)
-        return next((path for path in candidates if path.is_dir()), None)
-
-    def action_chat_run(self) -> None:
-        run = self._selected_run()
-        if run is None:
-            return
-        checkpoint_dir = self._checkpoint_dir(run)
-        if checkpoint_dir is None:
-            self.notify(f"{run.name} has not written a checkpoint yet.", severity="warning")
-            return
-        self.app.open_chat(str(checkpoint_dir))
 
     def action_focus_dashboard(self) -> None:
-        self.query_one(Dashboard).focus()
+        self.query_one(Dashboard).focus_content()
 
-    @work(thread=True, group="launch", exit_on_error=False, name="watching a launch")
-    def watch_launch(self, launched: launch.Launched) -> None:
-        """Tell the user when a process started here ends badly (e.g. a bad flag): its run
-        directory may never appear, so the list alone would not show it."""
-        self.launched.append(launched)
-        worker = get_current_worker()
-        while not worker.is_cancelled:
-            code = launched.process.poll()
-            if code is not None:  # the log is read here, not on the UI thread: it can be long
-                failure = None if code in TRAIN_EXIT_OK else launched.last_log_line() or f"exit code {code}"
-                self.post_message(LaunchEnded(launched, failure))
-                return
-            time.sleep(0.25)
+    def action_next_tab(self) -> None:
+        self.query_one(Dashboard).next_tab()
 
-    def on_launch_ended(self, message: LaunchEnded) -> None:
-        self.list_runs()
-        if message.failure is not None:
-            self.notify(f"{message.failure}\n(log: {message.launched.log_path})", title=f"{message.launched.name} exited", severity="error", timeout=15)
+    def action_focus_runs(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def action_mark_run(self) -> None:
+        run = self._selected_run()
+        if run is None:
+            return
+        if run.name in self.marked:
+            self.marked.remove(run.name)
+        else:
+            self.marked.append(run.name)
+        self.query_one("#runs", DataTable).update_cell(run.name, "mark", MARK if run.name in self.marked else "")
+        self.query_one("#runs", DataTable).border_title = f"runs · {len(self.marked)} marked · v compares" if self.marked else UNMARKED_TITLE
+
+    def action_compare(self) -> None:
+        from screens.compare import CompareScreen
+
+        names = list(self.marked) or ([self.selected] if self.selected in self.runs else [])
+        if not names:
+            self.notify("Mark runs with space first, then v compares them.", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(self.runs_dir, names))
 
 
-def _row(run: RunSummary, now: float) -> tuple:
-    steps = f"{run.step:,}" + (f"/{run.max_steps:,}" if run.max_steps else "")
-    state = Text(run.state, style=STATE_STYLES.get(run.state, ""))
-    last = run.heartbeat or run.started
-    return (Text(run.name), state, steps, humanize.number(run.best_val_loss), humanize.age(now - last if last else None))
+def _steps(step: int, max_steps: int | None) -> str:
+    return f"{step:,}" + (f"/{max_steps:,}" if max_steps else "")

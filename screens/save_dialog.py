@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -10,7 +11,10 @@ from textual.widgets import Footer, Input, Static
 
 
 class SaveDialog(ModalScreen["str | None"]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [
+        Binding("enter", "save", "Save", tooltip="Save to the path typed (folders are made)"),
+        Binding("escape", "cancel", "Cancel", tooltip="Close without saving"),
+    ]
 
     def __init__(self, title: str, default_path: str) -> None:
         super().__init__()
@@ -19,14 +23,20 @@ class SaveDialog(ModalScreen["str | None"]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="save-dialog"):
-            yield Static(f"[b]{self.title_text}[/b] · enter saves · esc cancels")
+            yield Static(Text.assemble((self.title_text, "bold"), " · enter saves · esc cancels"))
             yield Input(self.default_path, id="save-path")
         yield Footer(compact=True)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        path = event.value.strip()
+        event.stop()
+        self.action_save()
+
+    def action_save(self) -> None:
+        path = self.query_one("#save-path", Input).value.strip()
         if path:
             self.dismiss(path)
+        else:
+            self.notify("Type a file path to save to.", severity="warning")
 
     def action_cancel(self) -> None:
         self.dismiss(None)

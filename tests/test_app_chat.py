@@ -1,9 +1,12 @@
 """The chat screen with a real micro checkpoint saved in the test: load, stream, stop,
-history, regenerate, save, sampler keys, and checkpoints that do not load."""
+history, regenerate, save, sampler keys while typing, the picker naming what is loaded, and
+checkpoints that do not load."""
 
 from __future__ import annotations
 
 import random
+import threading
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input, Select
@@ -51,17 +54,22 @@ def test_chat_loads_streams_recalls_regenerates_and_saves(project):
         async with app.run_test(size=(100, 30), message_hook=notes) as pilot:
             chat = await open_chat(pilot)
             picker = chat.query_one("#checkpoint-list", Select)
-            await wait_for(pilot, lambda: len(picker._options) > 2, what="checkpoint options")
+            await wait_for(pilot, lambda: len(picker._options) > 2, what="checkpoint options", timeout=30)
             labels = [str(label) for label, _ in picker._options[1:]]
             assert labels == ["micro-run · best", "micro-run · step 20"]
-            picker.value = picker._options[2][1]  # the latest step
-            await wait_for(pilot, lambda: chat.model is not None, what="model loaded")
+            latest = picker._options[2][1]
+            picker.value = latest  # the latest step
+            await wait_for(pilot, lambda: chat.model is not None, what="model loaded", timeout=30)
             assert "step 20" in chat.model_description
-            assert "Loaded" in notes.text()
+            await wait_for(pilot, lambda: "Loaded" in notes.text(), what="the loaded note")
+            assert picker.value == latest
+
+            await pilot.press("enter")  # an empty prompt says what to do
+            await wait_for(pilot, lambda: "Type a prompt first" in notes.text(), what="the empty-prompt note")
 
             await ask(pilot, chat, "The")
             transcript = chat.query_one(Transcript)
-            await wait_for(pilot, lambda: transcript.turns and transcript.turns[-1].outcome, what="a reply")
+            await wait_for(pilot, lambda: transcript.turns and transcript.turns[-1].outcome, what="a reply", timeout=30)
             first = transcript.turns[-1]
             assert first.prompt == "The" and len(first.reply) > 0
             assert first.outcome.startswith("100 tokens") and "length" in first.outcome  # max new tokens 100
@@ -75,17 +83,21 @@ def test_chat_loads_streams_recalls_regenerates_and_saves(project):
 
             seed = first.seed
             await pilot.press("ctrl+r")
-            await wait_for(pilot, lambda: not chat.generating and transcript.turns[-1].outcome, what="the regenerated reply")
+            await wait_for(pilot, lambda: not chat.generating and transcript.turns[-1].outcome, what="the regenerated reply", timeout=30)
             assert len(transcript.turns) == 1 and transcript.turns[0].seed != seed
 
             await pilot.press("ctrl+s")
             dialog = app.screen
             dialog.query_one("#save-path", Input).value = "out/chat.md"
             await pilot.press("enter")
-            await wait_for(pilot, lambda: (project / "out" / "chat.md").exists(), what="the saved transcript")
+            await wait_for(pilot, lambda: (project / "out" / "chat.md").exists(), what="the saved transcript", timeout=30)
             saved = (project / "out" / "chat.md").read_text()
             assert transcript.turns[0].reply in saved and "seed=" in saved
+            assert "Model: checkpoint " in saved and "step-00000020 (step 20)" in saved
 
+            await pilot.press("ctrl+n")  # asks first: one press keeps the turns
+            await wait_for(pilot, lambda: "Press ctrl+n again" in notes.text(), what="the question")
+            assert len(transcript.turns) == 1
             await pilot.press("ctrl+n")
             assert transcript.turns == []
 
@@ -93,58 +105,137 @@ def test_chat_loads_streams_recalls_regenerates_and_saves(project):
 
 
 def test_escape_stops_a_streaming_reply(project):
-    # A 4-layer model: 1000 tokens take seconds, so Esc surely lands mid-stream on any machine.
-    save_micro_checkpoint(project / "checkpoints" / "tiny-run", preset_name="tiny")
+    """Deterministic on any CPU: a forward hook on the real model holds the generating thread
+    at its fifth token until Esc has been pressed and handled, so the reply cannot finish
+    first; then the stream must end as cancelled, long before max new tokens."""
+    reached, release = threading.Event(), threading.Event()
+    calls = []
+
+    def hold_at_fifth_token(module, args, output):
+        calls.append(1)
+        if len(calls) == 5:
+            reached.set()
+            release.wait(timeout=30)
 
     async def body():
         app = make_app(project)
         async with app.run_test(size=(80, 24)) as pilot:
-            chat = await open_chat(pilot, "checkpoints/tiny-run")
-            await wait_for(pilot, lambda: chat.model is not None, what="model loaded")
+            chat = await open_chat(pilot, "checkpoints/micro-run")
+            await wait_for(pilot, lambda: chat.model is not None, what="model loaded", timeout=30)
             chat.query_one(SamplerPanel).slider("max_new_tokens").value = 1000
-            await ask(pilot, chat, "A")
+            handle = chat.model.register_forward_hook(hold_at_fifth_token)
+            try:
+                await ask(pilot, chat, "A")
+                await wait_for(pilot, reached.is_set, what="the stream to start")
+                assert chat.generating
+                await pilot.press("escape")
+                assert chat.stop_event.is_set()
+            finally:
+                release.set()
             transcript = chat.query_one(Transcript)
-            await wait_for(pilot, lambda: len(transcript.turns[-1].reply) >= 3, what="the first pieces")
-            await pilot.press("escape")
             await wait_for(pilot, lambda: not chat.generating, what="the stop")
+            handle.remove()
             assert "cancelled" in transcript.turns[-1].outcome
-            assert int(transcript.turns[-1].outcome.split()[0]) < 1000
+            assert int(transcript.turns[-1].outcome.split()[0]) < 10
 
     run(body())
 
 
-def test_sampler_sliders_change_from_the_keyboard_and_apply_to_the_next_reply(project):
+def test_sampler_keys_work_while_typing_and_typed_text_never_moves_a_slider(project):
     async def body():
         app = make_app(project)
         async with app.run_test(size=(80, 24)) as pilot:
             chat = await open_chat(pilot, "checkpoints/micro-run")
             panel = chat.query_one(SamplerPanel)
-            chat.query_one(Transcript).focus()  # direct keys work whenever no text field has focus
-            await pilot.press("T", "T", "k", "P", "p", "p", "E", "m", "m")
+            prompt = chat.query_one(PromptInput)
+            prompt.focus()
+            defaults = panel.sample_settings()
+            await pilot.press(*"hello TtKkPpEeMm-+=")  # the old letter keys: now just text
+            assert prompt.value == "hello TtKkPpEeMm-+=" and panel.sample_settings() == defaults
+
+            # alt+arrows (and F5-F8) pick and turn a knob while the prompt keeps the focus.
+            await pilot.press("alt+right", "alt+right")  # temperature is picked first
+            await pilot.press("alt+down", "alt+left")  # top-k
+            await pilot.press("f6", "f8", "alt+down", "f7", "alt+down", "alt+shift+right")  # top-p, rep. penalty, max new tokens
+            assert app.focused is prompt
             settings = panel.sample_settings()
-            assert settings == {"temperature": 0.9, "top_k": 49, "top_p": 0.94, "repetition_penalty": 1.21, "max_new_tokens": 80}
-            await pilot.press("K", "t", "t", "e", "M")  # back to the defaults but top-p
+            assert settings == {"temperature": 0.9, "top_k": 49, "top_p": 0.96, "repetition_penalty": 1.19, "max_new_tokens": 200}
+            assert panel.picked_slider() is panel.slider("max_new_tokens") and panel.slider("max_new_tokens").has_class("-picked")
+            await pilot.press("alt+down", "f5")  # wraps: below the last is the first
+            assert panel.picked_slider() is panel.slider("max_new_tokens")
 
             temperature = panel.slider("temperature")
-            temperature.focus()
+            temperature.focus()  # tab reaches a slider; its arrow keys move it
             await pilot.press("right", "shift+right")
-            assert temperature.value == pytest.approx(0.8 + 0.05 + 0.25)
+            assert temperature.value == pytest.approx(0.9 + 0.05 + 0.25)
+            await pilot.press("x", "y")  # typing on a slider goes to the prompt
+            assert app.focused is prompt and prompt.value.endswith("xy") and temperature.value == pytest.approx(1.2)
+            temperature.focus()
             await pilot.press("home")
             assert temperature.value == 0 and temperature.value_text == "0 greedy"
-            await pilot.press("end", "minus")
+            await pilot.press("end", "left")
             assert temperature.value == pytest.approx(1.95)
             top_k = panel.slider("top_k")
             top_k.focus()
-            await pilot.press("pagedown", "left", "plus")
+            await pilot.press("pagedown", "left", "right", "right")
             assert top_k.value == 40 and isinstance(top_k.value, int)
 
-            await wait_for(pilot, lambda: chat.model is not None, what="model loaded")
+            await wait_for(pilot, lambda: chat.model is not None, what="model loaded", timeout=30)
             panel.slider("max_new_tokens").value = 10
+            prompt.value = ""
             await ask(pilot, chat, "x")
             transcript = chat.query_one(Transcript)
-            await wait_for(pilot, lambda: transcript.turns and transcript.turns[-1].outcome, what="a reply")
+            await wait_for(pilot, lambda: transcript.turns and transcript.turns[-1].outcome, what="a reply", timeout=30)
             assert transcript.turns[-1].settings["temperature"] == pytest.approx(1.95)
             assert transcript.turns[-1].settings["top_k"] == 40
+
+    run(body())
+
+
+def test_picker_names_what_is_loaded_and_each_turn_its_model(project):
+    """Loading by typing updates the dropdown; a transcript whose turns came from two models
+    names each one, on screen and in the saved file; ctrl+o after a failed load selects the
+    old text so typing replaces it."""
+    save_micro_checkpoint(project / "checkpoints" / "other-run", steps=(30,))
+
+    async def body():
+        notes = NoteLog()
+        app = make_app(project)
+        async with app.run_test(size=(100, 30), message_hook=notes) as pilot:
+            chat = await open_chat(pilot)
+            picker = chat.query_one("#checkpoint-list", Select)
+            await wait_for(pilot, lambda: len(picker._options) > 4, what="checkpoint options", timeout=30)
+            chat.query_one(SamplerPanel).slider("max_new_tokens").value = 10
+            transcript = chat.query_one(Transcript)
+            # A checkpoint folder, then a run's folder (it loads the run's best): the list shows each.
+            cases = (("checkpoints/micro-run/step-00000020",) * 2 + ("micro-run · step 20",), ("checkpoints/other-run", "checkpoints/other-run/best", "other-run · best"))
+            for number, (source, folder, label) in enumerate(cases, 1):
+                await pilot.press("ctrl+o")
+                await pilot.press(*source, "enter")
+                await wait_for(pilot, lambda: folder in chat.model_description, what=f"{source} loaded")
+                shown = picker.selection
+                assert shown is not None and (project / folder).resolve() == Path(shown).resolve()
+                assert [str(text) for text, value in picker._options if value == shown] == [label]  # the listed one, not a 'typed' copy
+                await ask(pilot, chat, "Th")
+                await wait_for(pilot, lambda: len(transcript.turns) == number and transcript.turns[-1].outcome, what="a reply", timeout=30)
+            first, second = transcript.turns
+            assert "micro-run/step-00000020" in first.model and "other-run/best" in second.model
+            views = list(transcript.query("TurnView"))
+            assert "micro-run/step-00000020" in str(views[0].render()) and "other-run/best" in str(views[1].render())
+            saved = transcript.to_markdown()
+            assert saved.index("micro-run/step-00000020") < saved.index("## 2") < saved.rindex("other-run/best")
+
+            path = chat.query_one("#model-path", Input)
+            await pilot.press("ctrl+o")
+            path.value = "no/such/ckpt"
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: notes.errors(), what="the load error")
+            assert "other-run/best" in chat.model_description  # the old model stays loaded, and shown
+            assert "other-run/best" in str(chat.query_one("#model-status").render())
+            await pilot.press("ctrl+o")
+            assert app.focused is path and path.selected_text == "no/such/ckpt"
+            await pilot.press(*"latest")
+            assert path.value == "latest"
 
     run(body())
 
@@ -204,5 +295,36 @@ def test_slider_snaps_clamps_and_reports_changes():
             assert slider.value == 0.05
             await pilot.pause()
             assert changes == [1.0, 0.99, 1.0, 0.33, 0.05]
+
+    run(body())
+
+
+def test_prompt_and_reply_differ_without_colour(project, monkeypatch):
+    """NO_COLOR: the prompt is bold and underlined after '› ', the reply plain, so
+    'The object' + 'e' never reads as 'The objecte'."""
+    from gpt2tui.widgets.transcript import Turn, TurnView
+
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    async def body():
+        app = make_app(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            chat = await open_chat(pilot)
+            assert app.no_color
+            chat.query_one(Transcript).add_turn(Turn("The object", reply="e of it", outcome="2 tokens"))
+            await pilot.pause()
+            view = chat.query_one(TurnView)
+            prompt, reply = view.get_component_rich_style("turn--prompt"), view.get_component_rich_style("turn--reply")
+            assert prompt.bold and prompt.underline and not reply.bold and not reply.underline
+            assert str(view.render()).startswith("› The objecte of it")
+            # And as drawn: every cell of the prompt is bold and underlined, no cell of the reply is.
+            strip = view.render_line(0)
+            cells = [(segment.text, segment.style) for segment in strip if segment.text.strip()]
+            text = "".join(t for t, _ in cells)
+            assert text.startswith("›Theobjecteofit") or text.startswith("› The")  # segments may hold spaces
+            styled = [(ch, style) for t, style in cells for ch in t if ch.strip()]
+            prompt_cells, reply_cells = styled[1:10], styled[10:15]  # 'Theobject', 'eofit'
+            assert all(style.bold and style.underline for _, style in prompt_cells), prompt_cells
+            assert not any(style and (style.bold or style.underline) for _, style in reply_cells), reply_cells
 
     run(body())

@@ -45,7 +45,11 @@ def test_mode_keys_help_and_quit(project):
             for key, screen_type in (("2", TrialsScreen), ("3", ChatScreen)):
                 await pilot.press(key)
                 assert isinstance(app.screen, screen_type)
-            app.screen.set_focus(None)  # digits switch screens when no text field has focus
+            app.screen.set_focus(None)  # in the chat a printable key is always prompt text
+            await pilot.press("1")
+            assert isinstance(app.screen, ChatScreen) and app.screen.query_one("#prompt").value == "1"
+            await pilot.press("f3")
+            app.screen.set_focus(None)  # elsewhere digits switch screens when no text field has focus
             await pilot.press("1")
             assert isinstance(app.screen, RunsScreen)
 
@@ -65,13 +69,52 @@ def test_help_lists_every_binding_of_every_screen(project):
         app = make_app(project)
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("f1")
-            table = app.screen.query_one(DataTable)
-            shown = [str(table.get_cell_at((row, 2))) for row in range(table.row_count)]
+            table = app.screen.keys_table()
+            shown = [str(cell) for cell in table.columns[2].cells]
             expected = [description for _, rows in help_sections(app) for _, description, _ in rows]
             assert shown == expected
-            for needed in ("Regenerate the last reply with a new seed", "Stop the reply that is streaming", "Sort trials by the column under the cursor (again: reverse)", "Command palette: every action, searchable"):
+            for needed in ("Regenerate the last reply with a new seed", "Stop the reply that is streaming", "Sort trials by the column under the cursor (again: reverse)",
+                           "Command palette: every action of every screen, searchable", "Sampler: pick the knob above (marked ▸)"):  # fmt: skip
                 assert needed in shown
-            assert len(shown) >= 35
+            assert any(description.startswith("Generate: the model continues the prompt") for description in shown)  # enter, in the chat
+            assert len(shown) >= 40
+
+    run(body())
+
+
+def test_every_listed_key_runs_an_action_that_exists(project):
+    """The help is built from BINDINGS; each listed action must be a method of the class the
+    section names, so a renamed action cannot leave a dead key in the help."""
+    app = make_app(project)
+    for title, owner, bindings in app.help_bindings():
+        for binding in bindings:
+            name = binding.action.split("(")[0]
+            assert callable(getattr(owner, f"action_{name}", None)), (title, binding.key, binding.action)
+
+
+def test_help_wraps_at_80_columns_and_home_goes_to_the_top(project):
+    from rich.console import Console
+
+    async def body():
+        app = make_app(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("f1")
+            help_screen = app.screen
+            assert help_screen.query_one("#help-title").region.height == 1
+            body_view = help_screen.query_one("#help-body")
+            width = body_view.region.width - 2  # padding
+            console = Console(width=width, record=True, color_system=None)
+            console.print(help_screen.keys_table())
+            lines = console.export_text().splitlines()
+            assert max(len(line) for line in lines) <= width
+            text = " ".join(" ".join(lines).split())
+            assert "Start a new training run (a form shows the command)" in text  # wrapped, not cut
+            await pilot.press("end")
+            await pilot.pause()
+            assert body_view.scroll_y > 0
+            await pilot.press("home")
+            await pilot.pause()
+            assert body_view.scroll_y == 0
 
     run(body())
 
@@ -81,17 +124,28 @@ def test_command_palette_reaches_screen_actions(project):
         app = make_app(project)
         async with app.run_test(size=(80, 24)) as pilot:
             titles = [c.title for c in app.get_system_commands(app.screen)]
-            for title in ("Go to optuna trials", "Start a new training run (a form shows the command)", "Help: all keys"):
+            for title in ("Go to optuna trials", "Start a new training run (a form shows the command)", "Help: all keys",
+                          "Trials: Sort trials by the column under the cursor (again: reverse)", "Chat: Sampler: temperature up"):  # fmt: skip
                 assert title in titles
+            assert "Keys" not in titles  # Textual's squeezing key panel: our help replaces it
             await pilot.press("ctrl+p")
             assert isinstance(app.screen, CommandPalette)
             await pilot.press(*"optuna")
             await pilot.pause(0.3)
             await pilot.press("enter")
             await wait_for(pilot, lambda: isinstance(app.screen, TrialsScreen), what="the trials screen")
-            await pilot.press("f4")
+            await pilot.press("ctrl+p")  # an action of another screen: switches there and runs it
+            await pilot.press(*"temperature up")
+            await pilot.pause(0.3)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, ChatScreen), what="the chat")
+            await wait_for(pilot, lambda: app.screen.query_one("#knob-temperature").value == 0.85, what="temperature up")
             chat_titles = [c.title for c in app.get_system_commands(app.screen)]
-            assert "Regenerate the last reply with a new seed" in chat_titles and "temperature +" in chat_titles
+            assert "Regenerate the last reply with a new seed" in chat_titles and "Sampler: temperature up" in chat_titles
+            assert "Runs: Start a new training run (a form shows the command)" in chat_titles
+            app.action_show_help_panel()  # what Textual's own 'Keys' would open
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
 
     run(body())
 

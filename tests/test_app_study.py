@@ -21,7 +21,8 @@ from gpt2core.study_store import (
     open_storage,
     resolve_storage,
 )
-from gpt2tui import optuna_storage, study_launch
+from gpt2core import study_read
+from gpt2tui import study_launch
 from screens.new_study import NewStudyScreen
 from screens.trials import TrialsScreen
 from tui_support import NoteLog, make_app, run, wait_for
@@ -135,7 +136,7 @@ def test_the_form_checks_what_it_starts(project):
             assert isinstance(app.screen, NewStudyScreen) and "must be 1-100 letters" in notes.errors()[-1]
             fill(form, study_name="old", n_trials="0")
             await pilot.pause()
-            assert form.query_one("#study-command", Static).border_title == "continues the existing study"
+            assert form.query_one("#study-command-box").border_title == "continues the existing study"
             await pilot.press("ctrl+s")
             assert isinstance(app.screen, NewStudyScreen) and "trials must be a whole number" in notes.errors()[-1]
             fill(form, n_trials="3", storage="redis://localhost/0")
@@ -204,9 +205,9 @@ def test_a_dead_workers_trial_reads_as_stale_and_the_study_as_interrupted(projec
     trial = study.ask()
     trial.set_user_attr(ATTR_WORKER, f"{socket.gethostname()}:{dead_pid}")
 
-    read = optuna_storage.read_trials(str(path), "crash")
+    read = study_read.read_trials(str(path), "crash")
     assert [t.status for t in read.trials] == ["complete", "stale"] and read.state == "interrupted"
-    assert [s.state for s in optuna_storage.list_studies(str(path))] == ["interrupted"]
+    assert [s.state for s in study_read.list_studies(str(path))] == ["interrupted"]
 
 
 def test_the_console_flags_reach_the_app_and_train_keeps_its_own(tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ import shutil
 import pytest
 from textual.widgets import DataTable, Input
 
-from gpt2tui import optuna_storage
+from gpt2core import study_read
+from gpt2core.study_store import StudyError
 from screens.trials import TrialsScreen
 from tui_support import NoteLog, make_app, run, wait_for
 
@@ -132,8 +133,8 @@ def test_reading_never_writes_tables_into_a_foreign_database(tmp_path):
     path = tmp_path / "mine.db"
     with sqlite3.connect(path) as db:
         db.execute("create table notes (text)")
-    with pytest.raises(optuna_storage.StorageError):
-        optuna_storage.list_studies(f"sqlite:///{path}")
+    with pytest.raises(StudyError):
+        study_read.list_studies(f"sqlite:///{path}")
     with sqlite3.connect(path) as db:
         tables = [row[0] for row in db.execute("select name from sqlite_master where type='table'")]
     assert tables == ["notes"]
@@ -152,7 +153,110 @@ def test_one_discovery_serves_the_cli_and_the_screen(tmp_path):
         os.utime(tmp_path / name, (1000 + age, 1000 + age))
     (tmp_path / "folder.db").mkdir()
     assert [p.name for p in find_storages(tmp_path)] == ["d.sqlite", "c.db", "a.log", "b.journal"]
-    assert optuna_storage.discover(tmp_path) == [
+    assert study_read.discover(tmp_path) == [
         str(tmp_path / "a.log"), str(tmp_path / "b.journal"), f"sqlite:///{tmp_path / 'c.db'}", f"sqlite:///{tmp_path / 'd.sqlite'}",
     ]  # fmt: skip
-    assert find_storages(tmp_path / "missing") == [] and optuna_storage.discover(tmp_path / "missing") == []
+    assert find_storages(tmp_path / "missing") == [] and study_read.discover(tmp_path / "missing") == []
+
+
+def test_curves_share_one_scale_so_trials_differ():
+    """Each trial's curve on the study's scale: a better trial's sits lower, a pruned one's
+    stops early (scaled each to its own range, every curve looked the same)."""
+    from gpt2core.study_read import StudyTrials, TrialRow
+    from gpt2tui.widgets.trials_table import _curve_scale, curve_text
+
+    def trial(number, values):
+        return TrialRow(number, "COMPLETE", values[-1], 1.0, {}, tuple(values), "complete")
+
+    study = StudyTrials("s", "s", "minimize", 1, (), (trial(0, [6.0, 5.0, 4.0, 3.0]), trial(1, [4.0, 3.0, 2.0, 1.0]), trial(2, [6.0, 5.5])))
+    scale = _curve_scale(study)
+    curves = [str(curve_text(t.intermediate, *scale)) for t in study.trials]
+    assert curves == ["█▇▅▄", "▅▄▂▁", "█▇"]  # 1..6 over eight heights
+    assert str(curve_text((float("nan"), 1.0), 1.0, 2.0, 2)) == "×▁"
+
+
+def test_enter_opens_a_trials_run_and_each_study_starts_unsorted(project):
+    """A gpt2tui study records each trial's run name: enter on the trial shows that run on the
+    runs screen. A sort chosen on one study does not carry over to the next."""
+    import optuna
+
+    from tui_support import write_run
+
+    write_run(project / "runs", "other", 5)
+    write_run(project / "runs", "walk-trial-2", 30)
+
+    def recorded(trial):  # as gpt2core.search records a trial's run
+        trial.set_user_attr("run_name", f"walk-trial-{trial.number}")
+        return objective(trial)
+
+    walk = optuna.create_study(study_name="walk", storage=f"sqlite:///{project}/optuna_results/studies.db", sampler=optuna.samplers.RandomSampler(seed=1))
+    walk.optimize(recorded, n_trials=4)
+
+    async def body():
+        notes = NoteLog()
+        app = make_app(project)
+        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+            await pilot.press("f3")
+            screen = app.screen
+            studies = screen.query_one("#studies", DataTable)
+            trials = screen.query_one("#trials", DataTable)
+
+            def open_study(name: str, count: int):
+                studies.move_cursor(row=[s.name for s in screen.studies.values()].index(name))
+                return wait_for(pilot, lambda: screen.shown is not None and screen.shown.name == name and trials.row_count == count, what=name)
+
+            await wait_for(pilot, lambda: studies.row_count == 3, what="three studies")
+            await open_study("walk", 4)
+            trials.focus()
+            trials.move_cursor(column=2)
+            await pilot.press("o")
+            assert "sorted by value" in str(trials.border_title)
+            await open_study("in-sqlite", 6)
+            assert "sorted by number" in str(trials.border_title)
+
+            await open_study("walk", 4)
+            trials.focus()
+            trials.move_cursor(row=trials.get_row_index("2"), column=0)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.current_mode == "runs" and app.screen.selected == "walk-trial-2", what="the trial's run")
+            await wait_for(pilot, lambda: app.screen.query_one("Dashboard").progress.step == 30, what="its dashboard")
+
+            await pilot.press("f3")
+            trials.focus()
+            trials.move_cursor(row=trials.get_row_index("3"))
+            await pilot.press("enter")  # its run directory does not exist here
+            await wait_for(pilot, lambda: "No run walk-trial-3" in notes.text(), what="the missing run")
+
+    run(body())
+
+
+def test_a_study_started_here_reads_finishing_not_starting_after_its_trials(project, tmp_path):
+    """While our `optimize` process lives with no trial running, the study was 'starting'
+    even after all its trials ended; after a trial of this launch it is 'finishing'."""
+    import subprocess
+    import time
+
+    from gpt2tui import launch, study_launch
+
+    async def body():
+        app = make_app(project)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("f3")
+            screen = app.screen
+            studies = screen.query_one("#studies", DataTable)
+            await wait_for(pilot, lambda: studies.row_count == 2)
+            row = next(s for s in screen.studies.values() if s.name == "in-sqlite")
+            process = subprocess.Popen(["sleep", "30"])  # stands for the study's process, still writing its summary
+            try:
+                started = study_launch.StudyLaunch("in-sqlite", row.storage, launch.Launched("optimize-in-sqlite", [], tmp_path / "log", process))
+                screen.tracker.started(started)
+                screen.launched_at[(row.storage, row.name)] = time.time()  # launched now: no trial of ours yet
+                assert screen._state(row) == "starting"
+                screen.launched_at[(row.storage, row.name)] = row.last_started - 1  # its trials came after the launch
+                assert screen._state(row) == "finishing"
+            finally:
+                process.kill()
+                process.wait()
+            assert screen._state(row) == "done"
+
+    run(body())

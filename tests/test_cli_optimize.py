@@ -175,3 +175,36 @@ def test_a_killed_workers_trial_is_failed_when_the_next_worker_starts(tmp_path, 
     dead, fresh = load(tmp_path, "kill").trials
     assert dead.state == TrialState.FAIL and "no longer running" in dead.user_attrs[ATTR_STALE]
     assert fresh.state == TrialState.COMPLETE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_end_when_their_parent_is_sigkilled_and_leave_their_trials_failed(tmp_path, corpus_dir):
+    log = tmp_path / "optimize.log"
+    args = ["optimize", "--study-name", "orphan", "--n-trials", "6", "--workers", "2", *run_flags(corpus_dir, steps=100_000, eval_interval=100_000)]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gpt2tui", *args], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 180
+        while not all(f"[w{i}] trial" in log.read_text() and (tmp_path / "runs" / f"orphan-trial-{n}" / "metrics.jsonl").exists() for i, n in ((0, 0), (1, 1))):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        pids = [int(p) for p in log.read_text().split("started 2 workers: pids ", 1)[1].split("\n", 1)[0].split(", ")]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 120
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"workers {pids} outlived their SIGKILLed parent:\n{log.read_text()}"
+            time.sleep(0.2)
+    finally:
+        proc.kill()
+    trials = load(tmp_path, "orphan").trials
+    assert len(trials) == 2, [(t.number, t.state) for t in trials]  # no new trial was started by an orphan
+    assert all(t.state == TrialState.FAIL for t in trials), [(t.number, t.state) for t in trials]
+    assert all(t.user_attrs.get(ATTR_INTERRUPTED) for t in trials)  # recorded as interrupted by the worker itself, not judged stale

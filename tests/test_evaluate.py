@@ -61,10 +61,11 @@ def test_disjoint_windows_match_a_direct_computation(micro_model, char_tokenizer
 
 def test_checkpoint_is_evaluated_on_its_test_split_and_on_files(tmp_path):
     result = train(tiny_config(tmp_path, max_steps=30, learning_rate=1e-2), run_name="ev", tensorboard=False, **dirs(tmp_path))
-    on_test, about = evaluate_checkpoint(result.checkpoint_dir, device="cpu")
+    cache = str(tmp_path / "cache")
+    on_test, about = evaluate_checkpoint(result.checkpoint_dir, device="cpu", data_from_checkpoint=True, cache_dir=cache)
     assert about["split"] == "test" and about["checkpoint"].endswith("best")
     assert on_test.loss < math.log(40)  # better than uniform over the character vocabulary
-    on_val, _ = evaluate_checkpoint(result.checkpoint_dir, split="val", device="cpu", stride=32)
+    on_val, _ = evaluate_checkpoint(result.checkpoint_dir, split="val", device="cpu", stride=32, data_from_checkpoint=True, cache_dir=cache)
     assert on_val.loss == pytest.approx(result.best_val_loss, rel=0.15)
     text = write_corpus(tmp_path / "other", "To be, or not to be, that is the question.\n" * 5, "q.txt")
     on_file, about = evaluate_checkpoint(result.checkpoint_dir, data=[str(text)], device="cpu")
@@ -77,7 +78,9 @@ def test_cli_evaluate_json(tmp_path):
     from gpt2tui.cli import cli
 
     result = train(tiny_config(tmp_path, max_steps=4), run_name="cli", tensorboard=False, **dirs(tmp_path))
-    out = CliRunner().invoke(cli, ["evaluate", "--model_path", str(result.checkpoint_dir), "--json", "--stride", "16", "--device", "cpu"])
+    out = CliRunner().invoke(
+        cli, ["evaluate", "--model_path", str(result.checkpoint_dir), "--json", "--stride", "16", "--device", "cpu", "--data-from-checkpoint", "--cache-dir", str(tmp_path / "cache")]
+    )
     assert out.exit_code == 0, out.output
     record = json.loads(out.stdout)
     assert {"loss", "perplexity", "bits_per_byte", "tokens", "bytes", "checkpoint", "split"} <= set(record)

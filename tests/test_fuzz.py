@@ -7,7 +7,11 @@
 - sampling keeps a valid distribution for any logits and any temperature / top-k / top-p /
   min-p in range: finite, non-negative, summing to one, never empty, the best token kept;
 - the checkpoint readers (manifest, config, weights) given arbitrary bytes or arbitrary JSON
-  raise nothing but CheckpointError.
+  raise nothing but CheckpointError;
+- every reader of untrusted JSON (the one reader, gpt2core.safe_json; manifest, config,
+  trainer state, status.json, metrics.jsonl) and the tokenizer-file reader, given arbitrary
+  bytes and nesting up to 150,000 deep: only their own one-line errors (UnreadableJSON,
+  CheckpointError, TokenizerError), and a bad status.json never hides a good run.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def gpt2_kind(tmp_path_factory, sample_text):
     trained.save(root / "trained")
     GPT2TokenizerFast(tokenizer_file=str(root / "trained" / "tokenizer.json"), eos_token=EOS_TOKEN).save_pretrained(root / "hf")
     tokenizer = gpt2_tokenizer(str(root / "hf"))
-    assert tokenizer.kind == "gpt2"
+    assert tokenizer.kind in ("gpt2", "bpe")  # byte-level either way; "gpt2" is kept for OpenAI's own vocabulary
     return tokenizer
 
 
@@ -213,3 +217,127 @@ def test_weights_reader_on_arbitrary_bytes(saved, raw):
         _only_checkpoint_errors(lambda: load_checkpoint(saved, verify=False))
     finally:
         (saved / "model.safetensors").write_bytes(original)
+
+
+# -- every reader of untrusted JSON: arbitrary bytes and arbitrary depth ---------------------------------
+
+# Nesting from shallow to far past the parser's recursion limit, in arrays, objects or both,
+# closed or left open (a torn write), with junk around it.
+deep_json = st.builds(
+    lambda depth, opener, closed, tail: (opener * depth + ("1" + {"[": "]", '{"a":': "}", '[{"a":': "}]"}[opener] * depth if closed else "")).encode() + tail,
+    st.integers(1, 150_000),
+    st.sampled_from(["[", '{"a":', '[{"a":']),
+    st.booleans(),
+    st.binary(max_size=8),
+)
+untrusted_bytes = st.one_of(st.binary(max_size=400), deep_json, json_values.map(lambda v: json.dumps(v).encode()))
+
+
+@FUZZ
+@given(raw=untrusted_bytes)
+def test_the_json_reader_raises_only_unreadable_json(tmp_path_factory, raw):
+    from gpt2core.safe_json import MAX_DEPTH, UnreadableJSON, json_depth, read_json_file
+
+    path = tmp_path_factory.mktemp("json") / "f.json"
+    path.write_bytes(raw)
+    try:
+        value = read_json_file(path, max_bytes=1 << 20)
+    except UnreadableJSON as exc:
+        assert str(path) in str(exc)
+    else:
+        assert json_depth(value) <= MAX_DEPTH
+
+
+@FUZZ
+@given(raw=untrusted_bytes)
+def test_manifest_and_config_readers_on_arbitrary_depth(saved, raw):
+    for name in (MANIFEST, "config.json"):
+        original = (saved / name).read_bytes()
+        try:
+            (saved / name).write_bytes(raw)
+            _only_checkpoint_errors(lambda: read_checkpoint_info(saved))
+            _only_checkpoint_errors(lambda: load_checkpoint(saved, verify=False))
+        finally:
+            (saved / name).write_bytes(original)
+
+
+@FUZZ
+@given(raw=untrusted_bytes)
+def test_status_reader_never_raises_on_arbitrary_bytes_and_depth(tmp_path_factory, raw):
+    from gpt2core.rundir import list_runs, read_run
+
+    root = tmp_path_factory.mktemp("runs")
+    (root / "bad").mkdir()
+    (root / "bad" / "status.json").write_bytes(raw)
+    (root / "good").mkdir()
+    (root / "good" / "status.json").write_text(json.dumps({"state": "finished", "step": 3, "started": 1.0}))
+    assert read_run(root / "bad").name == "bad"
+    runs = {r.name: r for r in list_runs(root)}
+    assert set(runs) == {"bad", "good"} and runs["good"].state == "finished" and runs["good"].step == 3
+
+
+@FUZZ
+@given(lines=st.lists(untrusted_bytes, max_size=4))
+def test_metrics_tail_never_raises_on_arbitrary_lines(tmp_path_factory, lines):
+    from gpt2core.rundir import MetricsTail
+
+    path = tmp_path_factory.mktemp("metrics") / "metrics.jsonl"
+    good = json.dumps({"type": "step", "step": 1}).encode()
+    path.write_bytes(b"\n".join([*(line.replace(b"\n", b" ") for line in lines), good]) + b"\n")
+    records = MetricsTail(path).read_new()
+    assert all(isinstance(r, dict) for r in records) and records[-1] == {"type": "step", "step": 1}
+
+
+@pytest.fixture(scope="module")
+def saved_with_state(tmp_path_factory, char_tokenizer):
+    from gpt2core.config import preset
+    from gpt2core.model import GPT
+
+    model = GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size))
+    state = {"format": 1, "step": 2, "sampler": {"generator": torch.zeros(4, dtype=torch.uint8), "batches_drawn": 2}}
+    return save_checkpoint(tmp_path_factory.mktemp("fuzz-state") / "ck", model, char_tokenizer, meta={"step": 2}, trainer_state=state)
+
+
+@FUZZ
+@given(raw=st.one_of(untrusted_bytes, st.fixed_dictionaries({"format_version": st.just(1), "state": json_values}).map(lambda v: json.dumps(v).encode())))
+def test_trainer_state_reader_raises_only_checkpoint_errors(saved_with_state, raw):
+    from gpt2core.checkpoint import load_trainer_state
+    from gpt2core.train import check_trainer_state
+
+    path = saved_with_state / "trainer_state.json"
+    original = path.read_bytes()
+    try:
+        path.write_bytes(raw)
+        try:
+            state = load_trainer_state(saved_with_state)
+        except CheckpointError:
+            return
+        if isinstance(state, dict):
+            _only_checkpoint_errors(lambda: check_trainer_state(state, path))
+    finally:
+        path.write_bytes(original)
+
+
+@FUZZ
+@given(edit=st.lists(st.tuples(st.text(min_size=1, max_size=3), st.integers(-3, 400)), min_size=1, max_size=4), raw=st.one_of(st.none(), untrusted_bytes))
+def test_tokenizer_file_reader_raises_only_tokenizer_errors(tmp_path_factory, bpe_tokenizer, edit, raw):
+    """Arbitrary bytes, or a real byte-level vocabulary with tokens re-numbered or added (gaps,
+    duplicates, tokens outside the byte alphabet): a TokenizerError naming the file, or a
+    tokenizer whose every id decodes."""
+    from gpt2core.errors import TokenizerError
+    from gpt2core.tokenizer import Tokenizer
+
+    folder = tmp_path_factory.mktemp("tok")
+    spec = bpe_tokenizer.save(folder)
+    if raw is not None:
+        (folder / "tokenizer.json").write_bytes(raw)
+    else:
+        data = json.loads((folder / "tokenizer.json").read_text())
+        data["model"]["vocab"].update(dict(edit))
+        (folder / "tokenizer.json").write_text(json.dumps(data))
+    try:
+        tokenizer = Tokenizer.load(folder, {"kind": "bpe", "file": spec["file"]})
+    except TokenizerError as exc:
+        assert "tokenizer" in str(exc)
+    else:
+        assert all(isinstance(tokenizer.token_bytes(i), bytes) for i in range(tokenizer.vocab_size))

@@ -24,6 +24,13 @@ from gpt2core.model import GPT
 NEG_INF = float("-inf")
 
 
+@pytest.fixture(autouse=True)
+def fp32_generation(monkeypatch):
+    """These tests compare generation with plain fp32 forwards token for token, so "auto" must mean
+    fp32 here on any CPU; the bf16 inference path has its own tests (test_generate_fast.py)."""
+    monkeypatch.setenv("GPT2TUI_CPU_BF16", "0")
+
+
 def greedy_reference(model, idx, n_new, refill=None):
     """Greedy continuation with full forwards and no cache. Past the context, the window follows
     the documented policy: when it would exceed the context, restart it at the last `refill` tokens."""

@@ -95,7 +95,7 @@ def test_greedy_continuations_match_transformers_generate(hf_pair):
                 idx, do_sample=False, max_new_tokens=n, min_new_tokens=n, repetition_penalty=penalty, pad_token_id=0
             )[:, 7:]
         # transformers penalises every earlier token: window 0 (all)
-        got = generate(ours, idx, max_new_tokens=n, temperature=0, repetition_penalty=penalty, repetition_window=0)
+        got = generate(ours, idx, max_new_tokens=n, temperature=0, repetition_penalty=penalty, repetition_window=0, precision="fp32")
         assert torch.equal(got, expected), f"repetition_penalty={penalty}"
 
 

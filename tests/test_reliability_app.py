@@ -197,7 +197,7 @@ def test_saving_the_transcript_where_it_cannot_go_then_where_it_can(project):
 
 def test_listing_studies_fails_then_recovers(project, monkeypatch):
     (project / "optuna_results" / "search.journal").write_text("")
-    monkeypatch.setattr("gpt2tui.optuna_storage.list_studies", _boom)
+    monkeypatch.setattr("gpt2core.study_read.list_studies", _boom)
 
     async def body():
         notes = NoteLog()

@@ -132,7 +132,7 @@ def test_a_second_trainer_on_a_live_run_refuses_and_touches_nothing(tmp_path):
     try:
         before = snapshot(run_dir, ckpt_dir)
         for extra, message in (
-            (["--run-name", "shared"], "run 'shared' already exists"),
+            (["--run-name", "shared"], f"run 'shared' is being written by another process (pid {first.pid}"),  # the lock is taken first
             (["--resume-from", "shared"], f"run 'shared' is being written by another process (pid {first.pid}"),
         ):
             second = warm(flags + extra, tmp_path, tmp_path / "second.log")

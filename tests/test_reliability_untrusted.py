@@ -244,10 +244,19 @@ def test_a_tokenizer_bigger_than_the_model_is_refused(checkpoint, bpe_tokenizer)
         load_checkpoint(checkpoint)
 
 
-def test_a_tokenizer_that_disagrees_with_its_config_is_refused(checkpoint, bpe_tokenizer):
-    bpe_tokenizer.save(checkpoint)  # the file changes, the recorded spec does not
+def test_a_tokenizer_that_disagrees_with_its_config_is_refused(checkpoint):
+    from gpt2core.tokenizer import train_char
+
+    train_char(["abc"]).save(checkpoint)  # the file changes (5 tokens), the recorded spec does not
     forge_manifest(checkpoint)
-    with pytest.raises(CheckpointError, match="has 300 tokens but its config says"):
+    with pytest.raises(CheckpointError, match="has 5 tokens but its config says"):
+        load_checkpoint(checkpoint)
+
+
+def test_a_bpe_tokenizer_labelled_char_is_refused(checkpoint, bpe_tokenizer):
+    bpe_tokenizer.save(checkpoint)  # a BPE file where config.json says char
+    forge_manifest(checkpoint)
+    with pytest.raises(CheckpointError, match="tokenizer.json: it is labelled 'char' but holds a BPE vocabulary"):
         load_checkpoint(checkpoint)
 
 

@@ -164,7 +164,8 @@ def test_default_storage_is_a_journal_under_results_dir(tmp_path):
     [
         ("redis://localhost:6379", "unknown storage scheme 'redis'"),
         ("sqlite://", "in-memory SQLite"),
-        ("postgresql://user@localhost/optuna", "driver for 'postgresql' storage is not installed"),
+        # psycopg (postgresql://'s driver) is in the test extras, for tests/test_postgres_study.py; pg8000 is not.
+        ("postgresql+pg8000://user@localhost/optuna", "driver for 'postgresql\\+pg8000' storage is not installed"),
         ("mysql://user@localhost/optuna", "driver for 'mysql' storage is not installed"),
     ],
 )
@@ -351,7 +352,7 @@ def test_study_completes_prunes_fails_and_resumes(tmp_path, corpus_dir):
     assert len(list((tmp_path / "runs").iterdir())) == 6
 
     summary = summarize(study)
-    assert summary.best.number == best.number and summary.counts["PRUNED"] >= 1 and summary.counts["FAIL"] == 1
+    assert summary.trials.best.number == best.number and summary.trials.counts["PRUNED"] >= 1 and summary.trials.counts["FAIL"] == 1
     assert summary.importances is not None and set(summary.importances) <= {p.name for p in settings.space.enabled}
 
     exported = export_best(study, tmp_path / "best.toml")
@@ -465,3 +466,47 @@ def test_study_helpers_load_without_torch_or_ui():
     code = "import gpt2core.study_store, gpt2core.search_space, sys; print(' '.join(sys.modules))"
     loaded = {m.split(".")[0] for m in subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()}
     assert not loaded & {"torch", "textual", "rich", "click", "optuna"}
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_one_best_trial_rule_for_the_summary_the_screen_and_the_export(tmp_path, direction):
+    """gpt2core.study_read.best_trial is the only rule: the CLI summary, the trials screen's
+    rows and listing, and the exported config all name the same trial, for either direction,
+    the earliest of a tie; failed and running trials never count."""
+    import optuna
+
+    from gpt2core import study_read
+    from gpt2core.search import export_best
+
+    path = tmp_path / "rule.journal"
+    storage = open_storage(resolve_storage(str(path), "rule"))
+    study = optuna.create_study(study_name="rule", storage=storage, direction=direction)
+    for value in (3.0, 1.0, 5.0, 5.0 if direction == "maximize" else 1.0):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 10)})
+        trial.set_user_attr("options", {"learning_rate": value})
+        study.tell(trial, value)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.ask()  # left running
+    expected = 2 if direction == "maximize" else 1  # the first of the two best values
+
+    assert summarize(study).trials.best_number == expected
+    read = study_read.read_trials(str(path), "rule")
+    assert read.best_number == expected and read.best.value == (5.0 if direction == "maximize" else 1.0)
+    assert [s.best_value for s in study_read.list_studies(str(path))] == [read.best.value]
+    exported = export_best(study, tmp_path / "best.toml").read_text()
+    assert f"trial {expected}," in exported and f"learning_rate = {read.best.value}" in exported
+
+
+def test_a_study_with_no_complete_trial_or_several_objectives_has_no_best(tmp_path):
+    import optuna
+
+    from gpt2core import study_read
+
+    storage = open_storage(resolve_storage(str(tmp_path / "multi.journal"), "multi"))
+    multi = optuna.create_study(study_name="multi", storage=storage, directions=["minimize", "maximize"])
+    multi.tell(multi.ask(), [1.0, 2.0])
+    empty = optuna.create_study(study_name="empty", storage=storage)
+    empty.tell(empty.ask(), state=optuna.trial.TrialState.FAIL)
+    for study in (multi, empty):
+        assert study_read.best_trial(study.get_trials(), study.directions) is None
+        assert summarize(study).trials.best is None

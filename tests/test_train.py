@@ -127,6 +127,7 @@ def test_nan_loss_skips_updates_stops_and_keeps_the_good_checkpoint(tmp_path):
     assert all(torch.isfinite(p).all() for p in load_checkpoint(good_path).model.parameters())
     status = json.loads((tmp_path / "runs" / "nan" / "status.json").read_text())
     assert status["state"] == "failed" and "diverged" in status["message"]
+    assert status["reason"] == "diverged"  # recorded for launchers: they never parse the message
 
 
 def test_cosine_schedule_shape():

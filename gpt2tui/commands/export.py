@@ -27,13 +27,14 @@ def export(checkpoint: str, out: str, fmt: str, force: bool, quiet: bool) -> Non
     """
     from gpt2core.hf import check_export_target, export_hf
     from gpt2core.loading import load_model_and_tokenizer
+    from gpt2core.printable import printable
 
     check_export_target(out, overwrite=force)  # before the (slow) load
     model, tokenizer, description = load_model_and_tokenizer(checkpoint)
     if not quiet:
-        click.echo(f"loaded {description}", err=True)
+        click.echo(f"loaded {printable(description)}", err=True)
     export_hf(model, out, tokenizer, overwrite=force)
     if not quiet:
         extra = "" if tokenizer is not None else " (no tokenizer: the model has none)"
-        click.echo(f"wrote a Hugging Face GPT-2 ({fmt}) to {out}{extra}", err=True)
-    click.echo(out)
+        click.echo(f"wrote a Hugging Face GPT-2 ({fmt}) to {printable(out)}{extra}", err=True)
+    click.echo(printable(out))

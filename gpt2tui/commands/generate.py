@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import click
 
 from gpt2core.config import SampleConfig
-from gpt2core.errors import ConfigError
+from gpt2core.errors import ConfigError, first_line
 from gpt2tui.cli import option
 
 DEFAULTS = SampleConfig()
@@ -95,6 +95,7 @@ checkpoint_option = option(
 @option("--ignore-eos", is_flag=True, help="Keep going past the end-of-text token.")
 @option("--no-stream", is_flag=True, help="Print the text when it is complete instead of as it comes.")
 @option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
+@option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True, help="Weights for generating: auto is bf16 where the device computes it natively; fp32 gives exactly transformers' numbers.")
 @option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
 @click.pass_context
 def generate(
@@ -115,6 +116,7 @@ def generate(
     ignore_eos: bool,
     no_stream: bool,
     device: str,
+    precision: str,
     quiet: bool,
 ) -> None:
     """Continue a prompt with a trained model, streaming the text to stdout.
@@ -144,18 +146,22 @@ def generate(
     text = read_prompt(prompt, prompt_file)
 
     from gpt2core.loading import load_model_and_tokenizer
+    from gpt2core.printable import printable
 
     model, tokenizer, description = load_model_and_tokenizer(checkpoint, device=device)
     if tokenizer is None:
-        raise click.ClickException(f"{checkpoint} comes without a usable tokenizer, so text cannot be encoded ({description})")
-    info(f"loaded {description}", quiet)
+        raise click.ClickException(printable(f"{checkpoint} comes without a usable tokenizer, so text cannot be encoded ({description})"))
+    info(f"loaded {printable(description)}", quiet)  # paths and names from disk: control characters shown, not obeyed
+    from gpt2core.generate import inference_precision
+
+    info(f"generating with {inference_precision(precision, model.device, model.num_params())} weights", quiet)
     try:
         if text is not None or not interactive:
-            reason = run_prompt(model, tokenizer, text or "", sample, quiet)
+            reason = run_prompt(model, tokenizer, text or "", sample, quiet, precision)
             if reason == "cancelled" and not interactive:
                 ctx.exit(130)
         if interactive:
-            repl(model, tokenizer, sample, quiet)
+            repl(model, tokenizer, sample, quiet, precision)
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -205,12 +211,12 @@ def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_prompt(model: Any, tokenizer: Any, prompt: str, sample: SampleConfig, quiet: bool) -> str:
+def run_prompt(model: Any, tokenizer: Any, prompt: str, sample: SampleConfig, quiet: bool, precision: str = "auto") -> str:
     """Generate one continuation to stdout; returns the finish reason."""
     from gpt2core.generate import stream_text
 
     stop_event = threading.Event()
-    stream = stream_text(model, tokenizer, prompt, sample, stop_event=stop_event)
+    stream = stream_text(model, tokenizer, prompt, sample, stop_event=stop_event, precision=precision)
     if stream.truncated_tokens:
         info(
             f"note: the prompt has {stream.prompt_tokens} tokens; only its last "
@@ -230,19 +236,38 @@ def run_prompt(model: Any, tokenizer: Any, prompt: str, sample: SampleConfig, qu
     return stream.finish_reason or "cancelled"
 
 
+class BadLine(ValueError):
+    """A line of REPL input that is not text (not valid UTF-8): skipped with a message."""
+
+
 def read_line(prompt: str) -> str | None:
-    """One line of input (prompt on stderr); None at end of input."""
+    """One line of input (prompt on stderr); None at end of input; BadLine for bytes that are
+    not UTF-8 (read as bytes from a pipe, so the message can say which byte)."""
     click.echo(prompt, err=True, nl=False)
     stdin = sys.stdin
     if stdin.isatty():
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401  (line editing and history for input())
         try:
-            return input()
+            line = input()
         except EOFError:
             return None
-    line = stdin.readline()
-    return line.rstrip("\r\n") if line else None
+        except UnicodeDecodeError as exc:
+            raise BadLine(f"that line is not valid UTF-8 text (byte 0x{exc.object[exc.start]:02x}); it was skipped") from None
+        try:
+            line.encode("utf-8")  # a UTF-8-mode terminal hands undecodable bytes over as lone surrogates
+        except UnicodeEncodeError:
+            raise BadLine("that line is not valid UTF-8 text; it was skipped") from None
+        return line
+    raw = stdin.buffer.readline() if hasattr(stdin, "buffer") else stdin.readline()
+    if not raw:
+        return None
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadLine(f"that line is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); it was skipped") from None
+    return raw.rstrip("\r\n")
 
 
 def describe_settings(sample: SampleConfig) -> str:
@@ -296,7 +321,7 @@ def apply_command(line: str, sample: SampleConfig, initial: SampleConfig) -> tup
     return updated, shown, False
 
 
-def repl(model: Any, tokenizer: Any, sample: SampleConfig, quiet: bool) -> None:
+def repl(model: Any, tokenizer: Any, sample: SampleConfig, quiet: bool, precision: str = "auto") -> None:
     info("interactive: type a prompt and press Enter; /help lists commands; Ctrl-D quits", quiet)
     initial = sample
     while True:
@@ -304,6 +329,9 @@ def repl(model: Any, tokenizer: Any, sample: SampleConfig, quiet: bool) -> None:
             line = read_line(">>> ")
         except KeyboardInterrupt:
             click.echo("", err=True)  # Ctrl-C at the prompt clears the line, as in a shell
+            continue
+        except BadLine as exc:
+            click.echo(f"error: {exc}", err=True)
             continue
         if line is None:
             click.echo("", err=True)
@@ -317,4 +345,10 @@ def repl(model: Any, tokenizer: Any, sample: SampleConfig, quiet: bool) -> None:
             if quit_now:
                 return
             continue
-        run_prompt(model, tokenizer, line[1:] if line.startswith("//") else line, sample, quiet)
+        try:
+            run_prompt(model, tokenizer, line[1:] if line.startswith("//") else line, sample, quiet, precision)
+        except BrokenPipeError:
+            raise  # the reader of stdout went away: generate() ends quietly
+        except Exception as exc:  # one prompt's failure (a model that yields NaN, ...) never ends the session
+            click.echo("", err=True)
+            click.echo(f"error: {first_line(exc)}; the session goes on", err=True)

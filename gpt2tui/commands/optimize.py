@@ -19,19 +19,20 @@ from typing import Any, Callable
 
 import click
 
+from gpt2core.states import ExitCode
 from gpt2tui.cli import option
 from gpt2tui.commands.train import GracefulStop, options_from_flags
 from gpt2tui.commands.train import train as train_command
 from gpt2tui.distributed_launch import LAUNCH_FLAGS
 
-EXIT_DONE = 0
-EXIT_STOPPED = 130  # stopped early by Ctrl-C, a signal or a stop request; run the same command to resume
+EXIT_DONE = ExitCode.FINISHED  # the study holds its trials, or --timeout was reached
+EXIT_STOPPED = ExitCode.STOPPED  # stopped early by Ctrl-C, a signal or a stop request; run the same command to resume
 
 DEFAULT_TRIAL_STEPS = 300  # a trial's budget when no --max-steps / --max-epochs / --max-training-hours is given
 EVALS_PER_TRIAL = 10  # evaluations (pruning points) per trial when --eval-interval is not given
 # Train flags that name one run or change only its display; a study names its trials itself.
 # Trials run inside the optimize process, so the torchrun launch flags do not apply to them.
-_TRAIN_ONLY = ("run_name", "resume_from", "tensorboard", "plain", *LAUNCH_FLAGS)
+_TRAIN_ONLY = ("run_name", "resume_from", "init_from", "allow_data_change", "tensorboard", "plain", *LAUNCH_FLAGS)
 _BUDGET = ("max_steps", "max_epochs", "max_training_hours")
 
 
@@ -156,11 +157,16 @@ _STOP_REASONS = {
 }
 
 
-def _worker_process(settings, worker_index: int, workers: int) -> None:
+def _worker_process(settings, worker_index: int, workers: int, parent_pid: int) -> None:
     """The body of a spawned worker process; its exit code tells the parent how it ended."""
     from gpt2core.errors import GPT2Error
+    from gpt2core.process import die_with_parent
 
     os.setpgrp()  # the terminal's Ctrl-C goes to the parent only, which forwards it once
+    # Out of the terminal's group, a worker whose parent is SIGKILLed would hear nothing and run
+    # the study on alone: the parent's death is a SIGTERM here, which ends the trial (recorded
+    # as failed) after its step, as a forwarded Ctrl-C does.
+    die_with_parent(parent_pid, signal.SIGTERM)
     prefix = f"[w{worker_index}] "
     try:
         stopped_by = _work(settings, worker_index, workers, prefix)
@@ -177,7 +183,7 @@ def _run_workers(settings, workers: int) -> int:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    processes = [context.Process(target=_worker_process, args=(settings, i, workers), name=f"gpt2tui-worker-{i}") for i in range(workers)]
+    processes = [context.Process(target=_worker_process, args=(settings, i, workers, os.getpid()), name=f"gpt2tui-worker-{i}") for i in range(workers)]
     for p in processes:
         p.start()
     click.echo(f"started {workers} workers: pids {', '.join(str(p.pid) for p in processes)}", err=True)
@@ -214,18 +220,19 @@ def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str
     from gpt2tui.humanize import duration, number
 
     console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)  # logs get whole rows
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(summary.counts.items()))
-    console.print(f"study [bold]{summary.study_name}[/] in {location}: {len(summary.rows)} trials ({counts or 'none'})")
-    if not summary.rows:
+    study = summary.trials  # gpt2core.study_read's rows: this only renders them
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(study.counts.items()))
+    console.print(f"study [bold]{study.name}[/] in {location}: {len(study.trials)} trials ({counts or 'none'})")
+    if not study.trials:
         return
-    param_names = sorted({k for r in summary.rows for k in r.params})
+    param_names = sorted(study.param_names)
     table = Table(show_edge=False, pad_edge=False)
     for column in ("#", "state", "val loss", "step", "time", *param_names, "note"):
         table.add_column(column, justify="right" if column not in ("state", "note") else "left", overflow="fold")
-    ranked = sorted(summary.rows, key=lambda r: (r.value is None, r.value if r.value is not None else 0, r.number))
+    ranked = sorted(study.trials, key=lambda r: (r.value is None, r.value if r.value is not None else 0, r.number))
     shown = ranked[:30]
     for r in shown:
-        style = "bold green" if summary.best is not None and r.number == summary.best.number else None
+        style = "bold green" if r.number == study.best_number else None
         table.add_row(
             str(r.number), r.state, number(r.value), str(r.last_step or "–"), duration(r.duration_s),
             *[_short(r.params[k]) if k in r.params else "" for k in param_names], Text((r.note or "")[:60]), style=style,
@@ -238,8 +245,8 @@ def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str
         console.print(f"parameter importances (fANOVA): {parts}")
     elif summary.importance_note:
         console.print(summary.importance_note)
-    if summary.best is not None:
-        b = summary.best
+    if study.best is not None:
+        b = study.best
         console.print(f"best: trial {b.number}, val loss {b.value:.4f} (run {b.run_name})")
     if exported is not None:
         console.print(f"best config: {exported}  (gpt2tui train --config {exported} --max-steps N)")
@@ -292,7 +299,8 @@ def optimize(
     """
     from gpt2core.search_space import load_space, space_to_toml
 
-    space = load_space(space_file)
+    given = options_from_flags(config_file, betas, flags)
+    space = load_space(space_file).without_fixed(given)  # a flag the user fixed is not searched
     if show_space:  # before optuna and torch load: printing the space needs neither
         click.echo(space_to_toml(space), nl=False)
         return
@@ -314,7 +322,7 @@ def optimize(
     space.require_nonempty()
     if workers < 1:
         raise click.ClickException(f"--workers must be at least 1, got {workers}")
-    options, search_defaults = trial_defaults(options_from_flags(config_file, betas, flags))
+    options, search_defaults = trial_defaults(given)
     settings = StudySettings(
         study_name=study_name or f"{options.get('preset') or 'auto'}-search",
         fixed_options=options,

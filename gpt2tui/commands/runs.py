@@ -23,7 +23,10 @@ def runs(ctx: click.Context, runs_dir, as_json) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from gpt2core.init_from import started_from
+    from gpt2core.printable import printable
     from gpt2core.rundir import list_runs
+    from gpt2core.states import RunState
     from gpt2tui.humanize import age, number
 
     root = runs_dir or (ctx.obj or {}).get("runs_dir") or "runs"
@@ -44,21 +47,25 @@ def runs(ctx: click.Context, runs_dir, as_json) -> None:
                         "pid": r.pid,
                         "host": r.host,
                         "message": r.message,
+                        "init_from": started_from(r.path),  # where a fine-tuned run's weights came from
                     }
                 )
             )
         return
     if not found:
-        click.echo(f"no runs in {root}/ yet; start one with: gpt2tui train", err=True)
+        click.echo(f"no runs in {printable(root)}/ yet; start one with: gpt2tui train", err=True)
         return
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column, justify in (("run", "left"), ("state", "left"), ("step", "right"), ("best val loss", "right"), ("last heard", "right"), ("started", "left")):
+    for column, justify in (("run", "left"), ("state", "left"), ("step", "right"), ("best val loss", "right"), ("last heard", "right"), ("started", "left"), ("from", "left")):
         table.add_column(column, justify=justify, no_wrap=True)
-    colours = {"running": "green", "finished": "cyan", "stopped": "yellow", "failed": "red", "stale": "red"}
+    colours = {RunState.RUNNING: "green", RunState.FINISHED: "cyan", RunState.STOPPED: "yellow", RunState.FAILED: "red", RunState.STALE: "red"}
     for r in found:
         steps = f"{r.step}/{r.max_steps}" if r.max_steps else str(r.step)
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)) if r.started else "–"
         heard = f"{age(now - r.heartbeat)} ago" if r.heartbeat else "–"
-        state = f"[{colours.get(r.state, 'white')}]{r.state}[/]"  # markup; the name below is a folder name, shown as typed
-        table.add_row(Text(r.name), state, steps, number(r.best_val_loss), heard, started)
+        state = Text(r.state, style=colours.get(r.state, "white"))
+        init = started_from(r.path)
+        origin = Text(printable(init["source"])) if init else "scratch"  # --init-from SOURCE as typed: user text, never markup
+        # A folder name is anyone's text: Text (never markup), control characters escaped (never sent raw to the terminal).
+        table.add_row(Text(printable(r.name)), state, steps, number(r.best_val_loss), heard, started, origin)
     Console(soft_wrap=False).print(table)

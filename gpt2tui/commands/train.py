@@ -8,12 +8,11 @@ from typing import Any, Callable
 
 import click
 
+from gpt2core.states import ExitCode
 from gpt2tui.cli import option
 from gpt2tui.distributed_launch import launch_options
 
-EXIT_FINISHED = 0  # a limit (steps, epochs, time budget) ended the run
-EXIT_DIVERGED = 3  # the loss stayed NaN/Inf; no checkpoint was written over the good ones
-EXIT_STOPPED = 130  # stopped early on request (Ctrl-C, SIGTERM, SIGHUP, the app's stop button), checkpoint saved
+EXIT_FINISHED, EXIT_DIVERGED, EXIT_STOPPED = ExitCode.FINISHED, ExitCode.DIVERGED, ExitCode.STOPPED  # gpt2core.states says each
 
 # Flags that mean "no limit" when given 0.
 _ZERO_IS_NONE = ("max_steps", "max_epochs", "max_training_hours")
@@ -81,6 +80,12 @@ def options_from_flags(config_file: str | None, betas: str | None, flags: dict[s
 
     options: dict[str, Any] = load_options_file(config_file) if config_file else {}
     flags = dict(flags)
+    flags.pop("allow_data_change", None)  # how to resume, not a run option (train() reads it itself)
+    threads = flags.get("threads")  # a text flag (N or auto); `optimize` passes it on as typed
+    if isinstance(threads, str) and threads != "auto":
+        if not (threads.isdigit() and int(threads) >= 1):
+            raise click.BadParameter("give a positive number of threads or 'auto'", param_hint="--threads")
+        flags["threads"] = int(threads)
     for key, value in zip(("beta1", "beta2"), _betas(betas) or ()):
         if flags[key] is None:  # --beta1 / --beta2 win over --betas
             flags[key] = value
@@ -89,6 +94,22 @@ def options_from_flags(config_file: str | None, betas: str | None, flags: dict[s
         if value is not None:
             options[key] = None if key in _ZERO_IS_NONE and value == 0 else value
     return options
+
+
+def _tokenizer_choice(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A kind, or a directory that exists (its files are read when the run starts)."""
+    from gpt2core.tokenizer import KINDS
+
+    if value is None or value in KINDS:
+        return value
+    from pathlib import Path
+
+    if not Path(value).is_dir():
+        raise click.BadParameter(
+            f"{value!r} is not gpt2, bpe or char, and no directory of that name exists (a tokenizer directory holds "
+            "tokenizer.json, or vocab.json + merges.txt)"
+        )
+    return value
 
 
 def _presets() -> list[str]:
@@ -104,7 +125,7 @@ def _presets() -> list[str]:
 @option("--dataset-name", default=None, help="Hugging Face dataset, e.g. wikitext (or a local dataset directory).")
 @option("--dataset-config", default=None, help="Its configuration, e.g. wikitext-2-raw-v1.")
 @option("--text-column", default=None, help="Dataset column holding the text [text].")
-@option("--tokenizer", type=click.Choice(["gpt2", "bpe", "char"]), default=None, help="gpt2 (OpenAI's), bpe (learned from the corpus) or char.")
+@option("--tokenizer", default=None, callback=_tokenizer_choice, help="gpt2 (OpenAI's), bpe (learned from the corpus), char, or a directory with tokenizer.json or vocab.json + merges.txt.")
 @option("--vocab-size", type=int, default=None, help="Tokens in a learned bpe vocabulary.")
 @option("--cache-dir", default=None, help="Token cache [$GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui].")
 @option("--d-model", type=int, default=None, help="Embedding width.")
@@ -125,7 +146,7 @@ def _presets() -> list[str]:
 @option("--grad-accum", "--gradient-accumulation-steps", type=int, default=None, help="Micro-batches per optimizer step [1].")
 @option("--max-steps", type=int, default=None, help="Stop after this many steps; 0 is no limit.")
 @option("--max-epochs", type=float, default=None, help="Stop after this many passes over the data; 0 is no limit [10 with a preset].")
-@option("--max-training-hours", type=float, default=None, help="Wall-clock budget; the lr decay ends with it; 0 is none [12 with a preset].")
+@option("--max-training-hours", type=float, default=None, help="Wall-clock budget; once it will end the run, the lr decay ends with it; 0 is none [12 with a preset; off when another limit is given].")
 @option("--mixed-precision/--no-mixed-precision", default=None, help="bf16/fp16 autocast where it is fast [on].")
 @option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None, help="Force a precision [auto].")
 @option("--compile/--no-compile", default=None, help="torch.compile the model [off].")
@@ -141,14 +162,16 @@ def _presets() -> list[str]:
 @option("--sample-tokens", type=int, default=None, help="Tokens in that sample; 0 is no samples [100].")
 @option("--run-name", default=None, help="Name of the run [<preset>-<date>-<time>].")
 @option("--resume-from", default=None, help="Continue from a checkpoint directory, a run's checkpoint folder or a run name.")
+@option("--init-from", default=None, metavar="SOURCE", help="Start a new run from these weights and tokenizer: gpt2, gpt2-medium, ..., a Hugging Face GPT-2 directory, or a checkpoint / run.")
+@option("--allow-data-change", is_flag=True, help="With --resume-from: go on even though the corpus differs from the one the checkpoint trained on.")
 @option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where runs are written [runs].")
 @option("--checkpoints-dir", default="checkpoints", show_default=True, type=click.Path(file_okay=False), help="Where checkpoints are written.")
 @option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard event files into the run.")
-@option("--threads", default=None, help="CPU threads: N, or auto (the fastest as load changes) [auto in the no-option run, else torch's].")
+@option("--threads", default=None, help="CPU threads: N, or auto (the fastest as load changes; sums then differ, so runs are not bit-reproducible) [auto in the no-option run; else fixed at torch's count, recorded and reused on resume].")
 @option("--plain", is_flag=True, help="Plain log lines even on a terminal.")
 @launch_options
 @click.pass_context
-def train(ctx: click.Context, config_file, betas, run_name, resume_from, runs_dir, checkpoints_dir, tensorboard, threads, plain, **flags) -> None:
+def train(ctx: click.Context, config_file, betas, run_name, resume_from, init_from, runs_dir, checkpoints_dir, tensorboard, threads, plain, **flags) -> None:
     """Train a GPT-2 model; progress on stderr, the summary on stdout.
 
     With no options it trains a small model on the built-in corpus for a few minutes, sized
@@ -160,6 +183,7 @@ def train(ctx: click.Context, config_file, betas, run_name, resume_from, runs_di
       gpt2tui train --preset tiny --data notes/ --max-steps 2000
       gpt2tui train --preset gpt2 --dataset-name wikitext --dataset-config wikitext-2-raw-v1
       gpt2tui train --resume-from tiny-20250101-120000 --max-training-hours 2
+      gpt2tui train --init-from gpt2 --data my-notes/ --max-epochs 1     # fine-tune OpenAI's GPT-2
       gpt2tui train --nproc 4 --preset small --batch-size 64     # 4 GPUs, 16 sequences each
 
     Several processes (--nproc, or torchrun -m gpt2tui train): see docs/DISTRIBUTED.md.
@@ -174,14 +198,24 @@ def train(ctx: click.Context, config_file, betas, run_name, resume_from, runs_di
     from gpt2tui.progress import PlainLog, make_display, summary
 
     launch = pop_launch_plan(flags)
+    allow_data_change = flags.pop("allow_data_change")  # how to resume, not a run option
     if threads is not None:
         if threads != "auto" and not (threads.isdigit() and int(threads) >= 1):
             raise click.BadParameter("give a positive number of threads or 'auto'", param_hint="--threads")
         flags["threads"] = threads if threads == "auto" else int(threads)
     runs_dir = runs_dir or (ctx.obj or {}).get("runs_dir") or "runs"
     options = options_from_flags(config_file, betas, flags)
-    if resume_from:
-        config, resume_from = config_for_resume(resume_from, options, checkpoints_dir)
+    start = None
+    if init_from:
+        from gpt2core.init_from import finetune_config, load_start_point, refuse_with_resume
+
+        refuse_with_resume(resume_from)
+        start = load_start_point(init_from, checkpoints_dir=checkpoints_dir, tokenizer=options.get("tokenizer"))
+        config = finetune_config(start, options)
+    elif resume_from:
+        # The trainer resolves --resume-from again, just before it claims the run: a run that
+        # another process moved on in between is then continued from where it is now, or refused.
+        config, _ = config_for_resume(resume_from, options, checkpoints_dir)
     else:
         config = build_run_config(options)
     if launch is not None:
@@ -199,8 +233,13 @@ def train(ctx: click.Context, config_file, betas, run_name, resume_from, runs_di
         on_event=lambda e: (guard.on_event(e), display.on_event(e)),
         stop=stop,
         tensorboard=tensorboard,
+        init_from=start,
+        allow_data_change=allow_data_change,
     )
+    for change in trainer.data_changes:
+        click.echo(f"warning: resuming on changed data (--allow-data-change): {change}", err=True)
     if launch is not None:  # one machine: the trainer above checked the run and named it
+        trainer.release_run()  # the worker processes claim it themselves
         ctx.exit(launch_run(ctx, launch, run_name=trainer.run_name, runs_dir=runs_dir, threads=threads))
     place = Distributed.from_env()  # under torchrun, rank 0 speaks for the run
     main = place.is_main

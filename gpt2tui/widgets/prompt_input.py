@@ -1,4 +1,5 @@
-"""The chat's prompt line: up/down walk through earlier prompts, like a shell's history."""
+"""The chat's prompt line: enter continues the prompt; up/down walk through earlier prompts,
+like a shell's history."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from textual.widgets import Input
 
 class PromptInput(Input):
     BINDINGS = [
+        Binding("enter", "submit", "Generate", show=False, tooltip="Generate: the model continues the prompt (an empty prompt says so)"),
         Binding("up", "history(-1)", "Earlier prompt", show=False),
         Binding("down", "history(1)", "Later prompt", show=False),
     ]
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
+        # No select-on-focus: the chat refocuses the prompt with a typed key, which must add
+        # to the prompt, not replace it.
+        super().__init__(select_on_focus=False, **kwargs)
         self.history: list[str] = []
         self._position = 0
 

@@ -1,8 +1,11 @@
 """A keyboard-first slider for one number (float or int), since Textual has none.
 
-Two lines: the label with the value, then the track. Left/right (or -/+) move one step,
+Two lines: the label with the value, then the track. Left/right move one step,
 shift+left/right (or page down/up) a big step, home/end jump to the ends, and a click on the
-track sets the value there. Every change posts ``Slider.Changed``.
+track sets the value there. Every change posts ``Slider.Changed``. No printable key moves it:
+a letter, digit or sign typed with a slider focused is text for whoever listens (the chat
+sends it to the prompt), never a silent change of a setting. A slider with the ``-picked``
+class (the chat's modifier keys turn it) shows a marker before its label.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from textual.widget import Widget
 
 class Slider(Widget, can_focus=True):
     BINDINGS = [
-        Binding("left,minus", "nudge(-1)", "Less", show=False),
-        Binding("right,plus,equals_sign", "nudge(1)", "More", show=False),
+        Binding("left", "nudge(-1)", "Less", show=False),
+        Binding("right", "nudge(1)", "More", show=False),
         Binding("shift+left,pagedown", "nudge(-10)", "Much less", show=False),
         Binding("shift+right,pageup", "nudge(10)", "Much more", show=False),
         Binding("home", "to_end(0)", "Minimum", show=False),
@@ -95,9 +98,10 @@ class Slider(Widget, can_focus=True):
 
     def render(self) -> Text:
         width = max(self.size.width, 4)
-        head = Text(self.label, style=self.get_component_rich_style("slider--label"))
+        label = ("▸ " if self.has_class("-picked") else "  ") + self.label
+        head = Text(label, style=self.get_component_rich_style("slider--label"))
         value = self.value_text
-        head.append(" " * max(1, width - len(self.label) - len(value)))
+        head.append(" " * max(1, width - len(label) - len(value)))
         head.append(value, style="bold")
         knob_at = round(self._fraction() * (width - 1))
         track = Text()

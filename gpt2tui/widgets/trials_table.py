@@ -2,7 +2,7 @@
 one study (``TrialsTable``): number, state, value, duration, the intermediate values as a
 sparkline and one column per parameter, sortable, the best trial starred.
 
-They only draw the rows of gpt2tui.optuna_storage they are given (the screen reads them in
+They only draw the rows of gpt2core.study_read they are given (the screen reads them in
 workers); the cursor, and the trials' sort order, survive each live refresh.
 """
 
@@ -10,31 +10,37 @@ from __future__ import annotations
 
 from typing import Callable
 
-from rich.color import Color
 from rich.text import Text
 from textual import on
-from textual.markup import escape
-from textual.renderables.sparkline import Sparkline
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
 from gpt2tui import humanize
-from gpt2tui.optuna_storage import StudyRow, StudyTrials, TrialRow
+from gpt2core.states import StudyState, TrialStatus
+from gpt2core.study_read import StudyRow, StudyTrials, TrialRow
 from gpt2tui.study_launch import same_storage
+from gpt2tui.text_safety import as_text
 
 CURVE_WIDTH = 12  # cells for a trial's intermediate values
+BLOCKS = "▁▂▃▄▅▆▇█"  # a curve cell's height; the height carries the value without colour (NO_COLOR)
 FIXED_COLUMNS = ("number", "state", "value", "duration", "curve")
 # Rich styles by the word shown; the word itself carries the meaning without colour.
 STATUS_STYLES = {
-    "complete": "green",
-    "running": "bold cyan",
-    "stopping": "bold yellow",
-    "pruned": "yellow",
-    "fail": "red",
-    "stale": "red",
-    "interrupted": "dim yellow",
+    TrialStatus.COMPLETE: "green",
+    TrialStatus.RUNNING: "bold cyan",
+    TrialStatus.STOPPING: "bold yellow",
+    TrialStatus.PRUNED: "yellow",
+    TrialStatus.FAIL: "red",
+    TrialStatus.STALE: "red",
+    TrialStatus.INTERRUPTED: "dim yellow",
 }
-STUDY_STATE_STYLES = {"running": "bold green", "starting": "green", "stopping": "bold yellow", "interrupted": "yellow", "stopped": "dim"}
+STUDY_STATE_STYLES = {
+    StudyState.RUNNING: "bold green",
+    StudyState.STARTING: "green",
+    StudyState.STOPPING: "bold yellow",
+    StudyState.INTERRUPTED: "yellow",
+    StudyState.STOPPED: "dim",
+}
 
 
 class TrialsTable(DataTable):
@@ -47,6 +53,10 @@ class TrialsTable(DataTable):
         self.sort_reverse = False
         self.state_shown = ""
         self.border_title = "trials"
+
+    def reset_sort(self) -> None:
+        """Back to trial order: a sort chosen for one study must not carry over to the next."""
+        self.sort_column, self.sort_reverse = "number", False
 
     def show(self, study: StudyTrials | None, state: str = "") -> None:
         """Draw ``study``; ``state`` is the study's state as the screen knows it (default: as read)."""
@@ -62,14 +72,15 @@ class TrialsTable(DataTable):
         if [c.key.value for c in self.ordered_columns] != list(columns):
             self.clear(columns=True)
             for column in columns:
-                self.add_column(Text(column), key=column, width=CURVE_WIDTH if column == "curve" else None)  # Text: not markup
+                self.add_column(as_text(column), key=column, width=CURVE_WIDTH if column == "curve" else None)  # Text: not markup
         else:
             self.clear()
         arrow = " ↓" if self.sort_reverse else ""
-        title = f"trials · {study.name} · {self.state_shown} · sorted by {self.sort_column}{arrow}"
-        self.border_title = escape(title)  # a border title is markup; study and parameter names are not
+        title = f"trials · {study.name} · {self.state_shown} · sorted by {self.sort_column}{arrow} · enter: its run"
+        self.border_title = as_text(title)  # Text: study and parameter names are never markup
+        scale = _curve_scale(study)
         for trial in sorted(study.trials, key=self._sort_key, reverse=self.sort_reverse):
-            self.add_row(*self._cells(trial, study), key=str(trial.number))
+            self.add_row(*self._cells(trial, study, scale), key=str(trial.number))
         if cursor_key is not None and cursor_key in self.rows:
             self.move_cursor(row=self.get_row_index(cursor_key), column=min(cursor_column, len(columns) - 1))
 
@@ -114,18 +125,48 @@ class TrialsTable(DataTable):
             return (0, value, "")
         return (2, 0, "") if value is None else (1, 0, str(value))
 
-    def _cells(self, trial: TrialRow, study: StudyTrials) -> list:
+    def trial_at_cursor(self) -> TrialRow | None:
+        key = self.row_key_at_cursor()
+        if self.shown is None or key is None:
+            return None
+        return next((t for t in self.shown.trials if str(t.number) == key), None)
+
+    def _cells(self, trial: TrialRow, study: StudyTrials, scale: tuple[float, float, int]) -> list:
         best = trial.number == study.best_number
         style = "bold reverse" if best else ""
         number = Text(f"★{trial.number}" if best else str(trial.number), style=style)
         state = Text(trial.status, style=STATUS_STYLES.get(trial.status, ""))
-        curve = (
-            Sparkline(list(trial.intermediate), width=CURVE_WIDTH, min_color=Color.parse("green"), max_color=Color.parse("red"))
-            if len(trial.intermediate) > 1
-            else ""
-        )
-        params = [Text(_param(trial.params.get(name)), style=style) for name in study.param_names]
-        return [number, state, Text(humanize.number(trial.value), style=style), humanize.duration(trial.duration_s), curve, *params]
+        params = [as_text(_param(trial.params.get(name)), style) for name in study.param_names]
+        value = Text(humanize.number(trial.value), style=style)
+        return [number, state, value, humanize.duration(trial.duration_s), curve_text(trial.intermediate, *scale), *params]
+
+
+def _curve_scale(study: StudyTrials) -> tuple[float, float, int]:
+    """One scale for every trial's curve (lowest and highest value, most reports), so curves
+    are comparable: a better trial's sits lower, a pruned trial's stops early. Scaling each
+    curve to its own range drew the same shape for every trial."""
+    values = [v for t in study.trials for v in t.intermediate if v == v and abs(v) != float("inf")]
+    longest = max((len(t.intermediate) for t in study.trials), default=0)
+    return (min(values, default=0.0), max(values, default=0.0), longest)
+
+
+def curve_text(values: tuple[float, ...], lo: float, hi: float, longest: int, width: int = CURVE_WIDTH) -> Text:
+    """A trial's intermediate values as block heights on the study's scale, ``width`` cells
+    for the study's longest curve (each cell the last value reported in its span)."""
+    if not values or longest == 0:
+        return Text("")
+    cells = []
+    for cell in range(min(width, longest)):
+        end = (cell + 1) * longest // min(width, longest)  # reports up to here belong to this cell
+        if end > len(values):
+            break
+        value = values[end - 1]
+        if value != value or abs(value) == float("inf"):
+            cells.append("×")  # a NaN/Inf report: marked, not drawn as a height
+            continue
+        level = 0 if hi <= lo else round((value - lo) / (hi - lo) * (len(BLOCKS) - 1))
+        cells.append(BLOCKS[level])
+    return Text("".join(cells), style="cyan")
 
 
 def _param(value) -> str:
@@ -157,7 +198,7 @@ class StudiesTable(DataTable):
             self.clear()
             for key, s in rows.items():
                 file_name = s.storage.removeprefix("sqlite:///").rsplit("/", 1)[-1]
-                self.add_row(Text(file_name), Text(s.name), *cells[key], s.direction, key=key)
+                self.add_row(as_text(file_name), as_text(s.name), *cells[key], as_text(s.direction), key=key)
         else:
             for key in rows:
                 for column, cell in zip(("state", "trials", "best"), cells[key]):
