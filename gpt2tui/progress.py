@@ -22,6 +22,7 @@ from gpt2core.events import (
     StepEvent,
     WarningEvent,
 )
+from gpt2core.printable import printable
 from gpt2tui.humanize import count, duration, number
 
 
@@ -121,7 +122,7 @@ class PlainLog:
         if not self.enabled:
             return
         try:
-            self.stream.write(text + "\n")
+            self.stream.write(printable(text) + "\n")  # run names, paths, samples come from disk
             self.stream.flush()
         except (OSError, ValueError):
             self.enabled = False  # the terminal is gone (SIGHUP, closed pipe): keep training quietly
@@ -202,14 +203,14 @@ class LiveView:
         if eval_ is not None:
             table.add_row("val loss", f"{number(eval_.val_loss)} (best {number(eval_.best_val_loss)})   perplexity {number(eval_.perplexity)}")
         if sample is not None:
-            table.add_row("sample", Text(_one_line(sample.prompt + sample.text, 100)))  # Text: a sample is never markup
-        return Group(Text.assemble((started.run_name, "bold"), f"  {started.device}"), table)
+            table.add_row("sample", Text(printable(_one_line(sample.prompt + sample.text, 100))))  # Text: a sample is never markup
+        return Group(Text.assemble((printable(started.run_name), "bold"), f"  {started.device}"), table)
 
     def message(self, text: str) -> None:
         if not self.enabled:
             return
         try:
-            self.live.console.print(text, highlight=False, markup=False)
+            self.live.console.print(printable(text), highlight=False, markup=False)
         except OSError:
             self.enabled = False
 
@@ -268,4 +269,4 @@ def summary(result, sample_prompt: str = "The") -> str:
             lines.append(f"continue it:  {resume}")
         elif result.reason == "time_budget":  # the budget counts across resumes, so give it more
             lines.append(f"continue it:  {resume} --max-training-hours {result.elapsed_s / 3600 * 2:.2g}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # names and paths come from disk

@@ -122,6 +122,21 @@ def test_run_names_and_messages_with_escape_sequences_are_printed_escaped(tmp_pa
     assert "\x1b" not in error.stderr and "\\x1b[2J" in line
 
 
+def test_train_prints_data_from_disk_escaped(tmp_path, corpus_dir):
+    # A data path and a sample prompt with terminal sequences: the progress lines (the first
+    # line names the data, the sample line repeats the prompt) and the summary show them escaped.
+    hostile = tmp_path / "corpus\x1b]0;pwned\x07.txt"
+    shutil.copy(corpus_dir / "corpus.txt", hostile)
+    flags = run_flags(corpus_dir, tmp_path)
+    flags[flags.index("--data") + 1] = str(hostile)
+    done = gpt2tui(["train", *flags, "--plain", "--no-tensorboard", "--run-name", "esc", "--sample-tokens", "3",
+                    "--sample-prompt", "\x1b[2JTo be"], tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for stream in (done.stdout, done.stderr):
+        assert "\x1b" not in stream and "\x07" not in stream
+    assert "\\x1b[2JTo be" in done.stderr  # the sample line, as a visible escape
+
+
 # -- item 9: one bad status.json never hides the other runs, and nothing hangs ----------------------------
 
 
