@@ -75,6 +75,8 @@ class ChatScreen(ConsoleScreen):
         self.stop_event = threading.Event()
         self.generating = False
         self.clear_asked_at: float | None = None
+        self.loading: str | None = None  # the source being loaded, while it loads
+        self.waiting_prompt: str | None = None  # a prompt sent while loading: it goes once the model is in
 
     def compose(self) -> ComposeResult:
         yield ModelPicker(id="model-picker")
@@ -111,6 +113,7 @@ class ChatScreen(ConsoleScreen):
 
     def load_checkpoint(self, source: str) -> None:
         self.query_one(ModelPicker).show_loading(source)
+        self.loading = source
         self.set_focus(self.query_one("#prompt", PromptInput))  # what is typed while it loads is the prompt
         self._load(source)
 
@@ -123,6 +126,8 @@ class ChatScreen(ConsoleScreen):
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
         picker = self.query_one(ModelPicker)
+        self.loading = None
+        waiting, self.waiting_prompt = self.waiting_prompt, None  # a prompt sent while it loaded
         if message.tokenizer is None:
             picker.show_status(f"{message.description}. Cannot chat without a tokenizer.")
             self.notify(f"{message.source} has no tokenizer, so text cannot be encoded.", severity="error")
@@ -133,11 +138,14 @@ class ChatScreen(ConsoleScreen):
         picker.show_loaded(message.source, message.description, folder.group(1) if folder else None)
         self.notify(f"Loaded {message.source}", title="model ready")
         self.query_one("#prompt", PromptInput).focus()
+        if waiting is not None and not self.generating:
+            self._send(waiting)
 
     def worker_failed(self, worker: Worker) -> None:
         super().worker_failed(worker)
         if worker.group == "load":
             self.query_one(ModelPicker).show_status()
+            self.loading = self.waiting_prompt = None  # the prompt stays in the field, unsent
         if worker.group == "generate":
             self.generating = False
 
@@ -149,11 +157,18 @@ class ChatScreen(ConsoleScreen):
         if not event.value.strip():
             self.notify("Type a prompt first: the model continues the text you give it.", severity="warning")
             return
-        if not self._can_generate():
+        if self.model is None and self.loading is not None:
+            self.waiting_prompt = event.value  # sent as soon as the model is loaded
+            self.notify(f"Still loading {self.loading}; the prompt goes as soon as it is ready.")
             return
-        prompt_input.remember(event.value)
+        if self._can_generate():
+            self._send(event.value)
+
+    def _send(self, prompt: str) -> None:
+        prompt_input = self.query_one("#prompt", PromptInput)
+        prompt_input.remember(prompt)
         prompt_input.value = ""
-        self._start(Turn(event.value), replace=False)
+        self._start(Turn(prompt), replace=False)
 
     def _can_generate(self) -> bool:
         if self.model is None:

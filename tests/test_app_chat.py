@@ -141,6 +141,37 @@ def test_escape_stops_a_streaming_reply(project):
     run(body())
 
 
+def test_a_prompt_sent_while_the_model_loads_goes_once_it_is_loaded(project, monkeypatch):
+    """Enter while the checkpoint is still loading (what `c` on a run, then typing, meets):
+    the prompt waits and is sent when the model is in, never refused with "load one first".
+    The real loader runs; a gate only holds it until the prompt has been submitted."""
+    import gpt2core.loading as loading
+
+    gate, real_load = threading.Event(), loading.load_model_and_tokenizer
+
+    def held_load(*args, **kwargs):
+        gate.wait(timeout=30)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_model_and_tokenizer", held_load)
+
+    async def body():
+        notes = NoteLog()
+        app = make_app(project)
+        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+            chat = await open_chat(pilot, "checkpoints/micro-run")
+            assert chat.model is None and chat.loading == "checkpoints/micro-run"
+            await ask(pilot, chat, "The")
+            assert any("Still loading" in message for _, _, message in notes.notes)
+            assert not any("Load a checkpoint first" in message for _, _, message in notes.notes)
+            gate.set()
+            transcript = chat.query_one(Transcript)
+            await wait_for(pilot, lambda: transcript.turns and transcript.turns[-1].outcome, what="the reply", timeout=30)
+            assert [t.prompt for t in transcript.turns] == ["The"] and chat.query_one(PromptInput).value == ""
+
+    run(body())
+
+
 def test_sampler_keys_work_while_typing_and_typed_text_never_moves_a_slider(project):
     async def body():
         app = make_app(project)
