@@ -309,11 +309,12 @@ def corpus_changes(recorded: dict, corpus: CorpusText) -> list[str]:
     return changes or [f"the corpus text differs ({corpus.description})"]
 
 
-def check_corpus_unchanged(recorded: dict, cfg: DataConfig, *, allow_change: bool = False) -> list[str]:
+def check_corpus_unchanged(recorded: dict, corpus: CorpusText, *, allow_change: bool = False) -> list[str]:
     """Refuse (DataError) to resume on a corpus other than the one the checkpoint trained on:
     its val loss would be compared with a best from other text. With ``allow_change`` the
-    changes are returned for the caller to show, and the resume goes on."""
-    changes = corpus_changes(recorded, load_corpus(cfg))
+    changes are returned for the caller to show, and the resume goes on. ``corpus`` is the one
+    the run then tokenises (prepare_data's ``corpus``), so the text is read once."""
+    changes = corpus_changes(recorded, corpus)
     if changes and not allow_change:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise DataError(

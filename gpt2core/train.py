@@ -28,7 +28,7 @@ import torch
 
 from gpt2core.checkpoint import CheckpointStore, load_checkpoint, load_trainer_state
 from gpt2core.config import RunConfig
-from gpt2core.data import BatchSampler, PreparedData, check_corpus_unchanged, eval_starts, prepare_data
+from gpt2core.data import BatchSampler, CorpusText, PreparedData, check_corpus_unchanged, eval_starts, load_corpus, prepare_data
 from gpt2core.defaults import resolve_tokenizer, resume_point
 from gpt2core.distributed import Distributed, RankWriter, batch_layout
 from gpt2core.errors import CheckpointError, ConfigError, GPT2Error
@@ -135,6 +135,7 @@ class Trainer:
         self.resume_dir: Path | None = None
         self.resumed_run_name: str | None = None
         self.state: dict | None = None
+        self.corpus: CorpusText | None = None  # a resumed run's corpus, read to compare with its checkpoint
         self.data_changes: list[str] = []  # how the corpus differs from a resumed checkpoint's (allowed by the caller)
         self.start: StartPoint | None = None  # the weights a new run starts from (--init-from)
         if init_from is not None:  # refused with resume_from, read and checked before anything is written
@@ -152,7 +153,8 @@ class Trainer:
             config = config or saved
             # The corpus read now against the fingerprint the checkpoint recorded: refused (before
             # anything is written) unless asked; the changes allowed are kept for the caller to show.
-            self.data_changes = check_corpus_unchanged(info.meta.get("data") or {}, config.data, allow_change=allow_data_change)
+            self.corpus = load_corpus(config.data)  # read once: checked here, tokenised in _setup
+            self.data_changes = check_corpus_unchanged(info.meta.get("data") or {}, self.corpus, allow_change=allow_data_change)
             self.resumed_run_name = info.meta.get("run_name")
             self.init_record = info.meta.get(INIT_FROM_KEY)  # a fine-tuned run still says where it started
             run_name = run_name or self.resumed_run_name
@@ -228,7 +230,10 @@ class Trainer:
         torch.manual_seed(t.seed)
         loaded = load_checkpoint(self.resume_dir, device=self.device, verify=False) if self.resume_dir else None  # verified in __init__
         with self.dist.local_leader_first():  # one tokenisation per machine; the other ranks read its cache
-            self.data: PreparedData = prepare_data(cfg.data, tokenizer=loaded.tokenizer if loaded else (self.start.tokenizer if self.start else None))
+            self.data: PreparedData = prepare_data(
+                cfg.data, tokenizer=loaded.tokenizer if loaded else (self.start.tokenizer if self.start else None), corpus=self.corpus
+            )
+        self.corpus = None  # the text is in the token cache now; not held for the run's length
         tokenizer = self.data.tokenizer
         self.config = cfg = cfg.replace(model=cfg.model.replace(vocab_size=tokenizer.vocab_size))
         T = cfg.model.context_length
