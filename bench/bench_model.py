@@ -82,7 +82,7 @@ def build_pair(shape: str, device: torch.device):
     reference.eval()
     idx = torch.randint(0, config.vocab_size, (1, 16), device=device)
     with torch.no_grad():
-        diff = (ours(idx) - reference(idx).logits).abs().max().item()
+        diff = (ours(idx)[0] - reference(idx).logits).abs().max().item()
     return ours, reference, diff
 
 

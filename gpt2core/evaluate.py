@@ -75,9 +75,9 @@ def _nll(
             y[positions[None, :] < first[:, None]] = -1  # already scored by an earlier window
             if autocast is not None:
                 with autocast:
-                    logits = model(x)  # (B, T, V)
+                    logits, _ = model(x)  # (B, T, V)
             else:
-                logits = model(x)
+                logits, _ = model(x)
             nll = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=-1, reduction="sum")
             total += nll.double()
             count += int((y >= 0).sum())

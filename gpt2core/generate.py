@@ -266,7 +266,7 @@ def iter_tokens(
     model.eval()
     try:
         cache = runner.new_cache()  # preallocated for the whole context on the first forward
-        logits = runner(idx, cache=cache, last_only=True)[:, -1].float()  # (B, V)
+        logits = runner(idx, cache=cache, last_only=True)[0][:, -1].float()  # (B, V)
         for step in range(max_new):
             if config.repetition_penalty != 1.0:
                 logits = apply_repetition_penalty(
@@ -282,9 +282,9 @@ def iter_tokens(
                 return  # the last token's logits would never be used
             if cache.length == cache.max_len:
                 cache.reset()  # full: re-run the most recent part of the window, new token included
-                logits = runner(history[:, length - refill : length], cache=cache, last_only=True)[:, -1].float()
+                logits = runner(history[:, length - refill : length], cache=cache, last_only=True)[0][:, -1].float()
             else:
-                logits = runner(token[:, None], cache=cache, last_only=True)[:, -1].float()
+                logits = runner(token[:, None], cache=cache, last_only=True)[0][:, -1].float()
     finally:
         model.train(was_training)
 

@@ -59,6 +59,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.d_model, 3 * config.d_model, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.d_model, config.d_model, bias=config.bias)
@@ -67,9 +68,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
 
         past = 0 if cache is None else cache.length
         if cache is not None:
@@ -119,15 +120,15 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """The GPT-2 language model.
 
-    ``model(idx)`` returns logits (B, T, V); ``model(idx, targets)`` returns ``(logits, loss)``
-    with the mean cross-entropy over targets that are not -1. Pass a ``KVCache`` (from
+    ``model(idx, targets)`` always returns ``(logits, loss)``, as nanoGPT's does: logits
+    (B, T, V) and the mean cross-entropy over targets that are not -1, or ``None`` when no
+    targets are given, so every caller unpacks the same shape. Pass a ``KVCache`` (from
     ``new_cache``) to continue a sequence one chunk at a time.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        config.validate()
-        self.config = config
+        self.config = config  # validated when it was built (ModelConfig.__post_init__)
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.d_model),  # token embeddings (V, C)
@@ -176,7 +177,7 @@ class GPT(nn.Module):
         *,
         cache: KVCache | None = None,
         last_only: bool = False,
-    ):
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, T = idx.shape
         past = 0 if cache is None else cache.length
         if past + T > self.config.context_length:
@@ -194,6 +195,6 @@ class GPT(nn.Module):
             x = x[:, -1:, :]  # (B, 1, C): generation only needs the next token's logits
         logits = self.lm_head(x)  # (B, T, V)
         if targets is None:
-            return logits
+            return logits, None
         loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)  # reshape: sliced targets are not contiguous
         return logits, loss

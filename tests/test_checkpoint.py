@@ -41,7 +41,7 @@ def test_save_and_load_round_trip(tmp_path, micro_model, char_tokenizer):
     path = save_checkpoint(tmp_path / "ck", micro_model, char_tokenizer, meta={"val_loss": 1.5})
     loaded = load_checkpoint(path)
     idx = torch.randint(0, micro_model.config.vocab_size, (1, 9))
-    assert torch.equal(loaded.model(idx), micro_model(idx))
+    assert torch.equal(loaded.model(idx)[0], micro_model(idx)[0])
     assert loaded.model.lm_head.weight is loaded.model.transformer.wte.weight
     assert loaded.tokenizer.encode("to be") == char_tokenizer.encode("to be")
     assert loaded.info.meta["val_loss"] == 1.5

@@ -181,7 +181,7 @@ def test_export_writes_what_transformers_loads(run_dir, tmp_path, char_tokenizer
     hf = GPT2LMHeadModel.from_pretrained(out).eval()
     idx = torch.tensor([char_tokenizer.encode("To be or not")])
     with torch.no_grad():
-        assert torch.allclose(hf(idx).logits, model(idx), atol=1e-5)
+        assert torch.allclose(hf(idx).logits, model(idx)[0], atol=1e-5)
     assert AutoTokenizer.from_pretrained(out).encode("To be") == char_tokenizer.encode("To be")
     # not over a directory that holds something, unless --force
     (out / "notes.txt").write_text("mine")

@@ -148,7 +148,7 @@ def test_export_loads_in_transformers_with_matching_logits(project, finetuned):
     assert hf.transformer.wpe.weight.shape == (CONTEXT, 32)
     batch = torch.tensor([ids])  # (1, T)
     with torch.no_grad():
-        ours_logits = ours(batch)  # (1, T, V)
+        ours_logits, _ = ours(batch)  # (1, T, V)
         theirs = hf(batch).logits
     torch.testing.assert_close(ours_logits, theirs, atol=1e-4, rtol=1e-4)
 

@@ -41,7 +41,7 @@ def greedy_reference(model, idx, n_new, refill=None):
         for _ in range(n_new):
             if seq.size(1) - start > context:
                 start = seq.size(1) - refill
-            logits = model(seq[:, start:])[:, -1]
+            logits = model(seq[:, start:])[0][:, -1]
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
     return seq[:, idx.size(1) :]
 

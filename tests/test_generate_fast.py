@@ -30,7 +30,7 @@ def greedy_by_full_forwards(model, idx, n_new):
     seq = idx.clone()
     with torch.no_grad():
         for _ in range(n_new):
-            seq = torch.cat([seq, model(seq)[:, -1].float().argmax(-1, keepdim=True)], dim=1)
+            seq = torch.cat([seq, model(seq)[0][:, -1].float().argmax(-1, keepdim=True)], dim=1)
     return seq[:, idx.size(1) :]
 
 

@@ -82,7 +82,7 @@ def test_logits_match_transformers(hf_pair):
     with torch.no_grad():
         expected = hf(idx).logits
     assert not ours.training
-    assert torch.allclose(ours(idx), expected, atol=1e-5, rtol=0)
+    assert torch.allclose(ours(idx)[0], expected, atol=1e-5, rtol=0)
 
 
 def test_greedy_continuations_match_transformers_generate(hf_pair):
@@ -118,7 +118,7 @@ def test_our_model_and_tokenizer_export_to_transformers(tmp_path, bpe_tokenizer,
         hf = GPT2LMHeadModel.from_pretrained(out).eval()
         idx = tokens(tokenizer.vocab_size, 2, 20)
         with torch.no_grad():
-            assert torch.allclose(hf(idx).logits, model(idx), atol=1e-5, rtol=0)
+            assert torch.allclose(hf(idx).logits, model(idx)[0], atol=1e-5, rtol=0)
         auto = AutoTokenizer.from_pretrained(out)
         text = "To be, or not to be — naïve 😀\n  twice"
         assert auto.encode(text) == tokenizer.encode(text)
@@ -126,7 +126,7 @@ def test_our_model_and_tokenizer_export_to_transformers(tmp_path, bpe_tokenizer,
         assert auto.eos_token_id == tokenizer.eos_id
         # and back: the exported directory loads as our model with its tokenizer
         again, again_tokenizer, _ = load_model_and_tokenizer(out)
-        assert torch.allclose(again(idx), model(idx), atol=1e-6)
+        assert torch.allclose(again(idx)[0], model(idx)[0], atol=1e-6)
         assert again_tokenizer.encode(text) == tokenizer.encode(text)
 
 
@@ -139,7 +139,7 @@ def test_untied_head_is_kept_apart(tmp_path):
     ours = load_hf(tmp_path / "untied").model
     idx = tokens(70, 2, 16)
     with torch.no_grad():
-        assert torch.allclose(ours(idx), hf(idx).logits, atol=1e-5, rtol=0)
+        assert torch.allclose(ours(idx)[0], hf(idx).logits, atol=1e-5, rtol=0)
     reloaded = GPT2LMHeadModel.from_pretrained(export_hf(ours, tmp_path / "out")).eval()
     with torch.no_grad():
         assert torch.allclose(reloaded(idx).logits, hf(idx).logits, atol=1e-6, rtol=0)
@@ -211,12 +211,12 @@ def test_load_model_takes_every_kind_of_name(monkeypatch, tmp_path, char_tokeniz
     store.save(9, model, char_tokenizer)
     idx = tokens(char_tokenizer.vocab_size, 1, 10)
     with torch.no_grad():
-        expected = model.eval()(idx)
+        expected, _ = model.eval()(idx)
     for name in ("checkpoints/demo", "checkpoints/demo/step-00000009", "demo", "latest"):
         loaded = load_model(name)
         assert isinstance(loaded, GPT) and not loaded.training
         assert loaded.tokenizer.encode("To be") == char_tokenizer.encode("To be")
-        assert torch.allclose(loaded(idx), expected)
+        assert torch.allclose(loaded(idx)[0], expected)
     _, _, description = load_model_and_tokenizer("demo")
     assert "best" in description and "step 5" in description
     with pytest.raises(CheckpointError, match="no checkpoint at nowhere"):

@@ -21,7 +21,8 @@ def test_config_count_matches_built_model(name):
 def test_forward_shapes_and_loss(micro_model):
     V = micro_model.config.vocab_size
     idx = torch.randint(0, V, (3, 11))
-    logits = micro_model(idx)
+    logits, no_loss = micro_model(idx)
+    assert no_loss is None
     assert logits.shape == (3, 11, V)
     logits2, loss = micro_model(idx, idx)
     assert torch.equal(logits, logits2)
@@ -46,19 +47,19 @@ def test_causality(micro_model):
     idx = torch.randint(0, micro_model.config.vocab_size, (1, 12))
     changed = idx.clone()
     changed[0, 8] = (changed[0, 8] + 1) % micro_model.config.vocab_size
-    a, b = micro_model(idx), micro_model(changed)
+    a, b = micro_model(idx)[0], micro_model(changed)[0]
     assert torch.allclose(a[:, :8], b[:, :8])
     assert not torch.allclose(a[:, 8:], b[:, 8:])
 
 
 def test_kv_cache_matches_full_forward(micro_model):
     idx = torch.randint(0, micro_model.config.vocab_size, (2, 20))
-    full = micro_model(idx)
+    full = micro_model(idx)[0]
     cache = micro_model.new_cache()
-    pieces = [micro_model(idx[:, :7], cache=cache)]
+    pieces = [micro_model(idx[:, :7], cache=cache)[0]]
     for t in range(7, 12):
-        pieces.append(micro_model(idx[:, t : t + 1], cache=cache))
-    pieces.append(micro_model(idx[:, 12:], cache=cache))  # a multi-token chunk after a cached prefix
+        pieces.append(micro_model(idx[:, t : t + 1], cache=cache)[0])
+    pieces.append(micro_model(idx[:, 12:], cache=cache)[0])  # a multi-token chunk after a cached prefix
     assert cache.length == 20
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
 
