@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2core.config import preset
-from gpt2core.generate import generate
+from gpt2core.generation import generate
 from gpt2core.hf import hf_state_dict
 from gpt2core.model import GPT
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -608,6 +609,53 @@ def load_trainer_state(path: str | Path) -> Any:
         return unpack_state(skeleton["state"], tensors)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{directory / STATE_JSON} does not match its tensors ({exc})") from None
+
+
+# -- the trainer state's schema (what gpt2core.train writes as ``trainer_state``) ------------------
+
+STATE_FORMAT = 1  # the trainer state's own version, inside the checkpoint's FORMAT_VERSION
+
+
+def check_trainer_state(state: dict, where: Path) -> None:
+    """Refuse a trainer state whose fields have the wrong types (a damaged or crafted
+    trainer_state.json), naming the field, before anything is tokenised or written; a wrong
+    type would otherwise surface as a TypeError deep inside torch mid-start-up."""
+
+    def whole(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    optimizer, sampler, schedule = state.get("optimizer"), state.get("sampler"), state.get("schedule")
+    checks = {
+        "step": whole(state.get("step")),
+        "tokens_seen": whole(state.get("tokens_seen")),
+        "train_time_s": number(state.get("train_time_s")) and state["train_time_s"] >= 0,
+        "best_val_loss": state.get("best_val_loss") is None or number(state["best_val_loss"]),
+        "last_val_loss": state.get("last_val_loss") is None or number(state["last_val_loss"]),
+        "bad_in_a_row": whole(state.get("bad_in_a_row", 0)),
+        "skipped": whole(state.get("skipped", 0)),
+        "optimizer": isinstance(optimizer, dict) and isinstance(optimizer.get("state"), dict) and isinstance(optimizer.get("param_groups"), list),
+        "scaler": state.get("scaler") is None or isinstance(state["scaler"], dict),
+        "sampler": isinstance(sampler, dict) and isinstance(sampler.get("generator"), torch.Tensor) and whole(sampler.get("batches_drawn")),
+        "schedule": isinstance(schedule, dict) and whole(schedule.get("warmup_steps")) and (schedule.get("horizon") is None or whole(schedule["horizon"])),
+        "rng": isinstance(state.get("rng"), dict) and isinstance(state["rng"].get("torch"), torch.Tensor),
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise CheckpointError(f"{where} is damaged: its field {bad[0]!r} is missing or has the wrong type; resume from another checkpoint")
+
+
+def read_trainer_state(directory: Path) -> dict:
+    """The trainer state to resume from, its format and field types checked (a one-line
+    CheckpointError otherwise), before any tokenising or process group."""
+    state = load_trainer_state(directory)
+    found = state.get("format") if isinstance(state, dict) else None
+    if found != STATE_FORMAT:
+        raise CheckpointError(f"{directory} has trainer state format {found!r}; this gpt2tui reads {STATE_FORMAT}")
+    check_trainer_state(state, directory / STATE_JSON)
+    return state
 
 
 def is_checkpoint(path: str | Path) -> bool:

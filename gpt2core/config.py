@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from gpt2core.choices import DEVICES_HELP, ON_SAVE_ERROR, PRECISIONS, TOKENIZER_KINDS
 from gpt2core.errors import ConfigError
-from gpt2core.schema import check_fields, check_value, option, specs
+from gpt2core.schema import Dial, check_fields, check_value, option, specs
 
 
 def _require(condition: bool, message: str) -> None:
@@ -41,14 +42,14 @@ class ModelConfig:
     # The upper bounds are far above any GPT-2 (and any model this code can train) and keep a
     # typo or a hostile config from asking for a model that cannot exist before anything is built.
     vocab_size: int = option(50257, int, "tokens in the vocabulary (GPT-2's BPE; set from the tokenizer for bpe/char)", minimum=1, maximum=1 << 22)
-    context_length: int = option(1024, int, "longest sequence the learned position table covers", minimum=1, maximum=1 << 17)
+    context_length: int = option(1024, int, "tokens per training window: the longest sequence the learned position table covers", minimum=1, maximum=1 << 17)
     d_model: int = option(768, int, "width of the residual stream (embedding dimension)", minimum=1, maximum=1 << 16)
     num_heads: int = option(12, int, "attention heads; must divide d_model", minimum=1, maximum=1 << 12)
     num_layers: int = option(12, int, "transformer blocks", minimum=1, maximum=1024)
-    d_ff: int = option(3072, int, "hidden width of the MLP, 4 * d_model in every GPT-2", minimum=1, maximum=1 << 18)
-    dropout: float = option(0.1, float, "on embeddings, attention weights and residual branches while training", minimum=0.0, maximum=1.0, max_open=True)
-    bias: bool = option(True, bool, "biases in Linear and LayerNorm as in GPT-2; false is slightly faster")
-    layer_norm_eps: float = option(1e-5, float, "LayerNorm epsilon; GPT-2's value is needed to match its logits", minimum=0.0, maximum=1.0, min_open=True)
+    d_ff: int = option(3072, int, "hidden width of the MLP, 4 * d_model in every GPT-2", minimum=1, maximum=1 << 18, note="4 x d-model")
+    dropout: float = option(0.1, float, "dropout probability on embeddings, attention weights and residual branches while training", minimum=0.0, maximum=1.0, max_open=True)
+    bias: bool = option(True, bool, "biases in Linear and LayerNorm as in GPT-2; off is slightly faster (nanoGPT's CPU recipe trains without)", note="on")
+    layer_norm_eps: float = option(1e-5, float, "LayerNorm epsilon; GPT-2's value is needed to match its logits", minimum=0.0, maximum=1.0, min_open=True, flag="")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -162,16 +163,17 @@ MAX_NEW_TOKENS = 1_000_000
 class SampleConfig:
     """How to sample a continuation. Defaults are the specification's InferenceConfig."""
 
-    max_new_tokens: int = option(100, int, "how many tokens to add at most", says="at least 1", minimum=1, maximum=MAX_NEW_TOKENS)
-    temperature: float = option(0.8, float, "divides the logits; 0 means greedy (always the most likely token)", minimum=0.0, says="0 (greedy) or positive")
-    top_k: int = option(50, int, "keep only the k most likely tokens; 0 turns it off", minimum=0, says="0 (off) or positive")
-    top_p: float = option(0.95, float, "keep the fewest tokens whose probability sums to top_p; 1 turns it off", minimum=0.0, maximum=1.0, min_open=True)
+    # The order is the sampler panel's and the REPL's /help order: how a token is picked, then how many.
+    temperature: float = option(0.8, float, "divides the logits: higher is more random; 0 means greedy (always the most likely token)", minimum=0.0, says="0 (greedy) or positive", aliases=("-t",), repl=("temperature", "temp"), dial=Dial(0.0, 2.0, 0.05, 0.25, zero_label="0 greedy"))
+    top_k: int = option(50, int, "keep only the k most likely tokens; 0 turns it off", minimum=0, says="0 (off) or positive", dial=Dial(0, 200, 1, 10, zero_label="off"), label="top-k")
+    top_p: float = option(0.95, float, "nucleus: keep the fewest tokens whose probability sums to top_p; 1 turns it off", minimum=0.0, maximum=1.0, min_open=True, dial=Dial(0.05, 1.0, 0.01, 0.1), label="top-p")
     min_p: float = option(0.0, float, "drop tokens less likely than min_p times the top token; 0 turns it off", minimum=0.0, maximum=1.0, max_open=True)
-    repetition_penalty: float = option(1.2, float, ">1 makes tokens already in the window less likely (CTRL paper); 1 is off", minimum=0.0, min_open=True, says="positive (1 turns it off)")
+    repetition_penalty: float = option(1.2, float, ">1 makes tokens already in the window less likely (CTRL paper); 1 is off", minimum=0.0, min_open=True, says="positive (1 turns it off)", dial=Dial(1.0, 2.0, 0.01, 0.1), label="repeat penalty")
     repetition_window: int = option(64, int, "how many recent tokens the penalty looks at; 0 means all of them", minimum=0, says="0 (all) or positive")
-    stop: tuple[str, ...] = option((), str, "stop when the text produces any of these", minimum=1, many=True)
-    seed: int | None = option(None, int, "a fixed seed makes sampling reproducible; none draws a fresh one", minimum=0, optional=True)
-    stop_at_eos: bool = option(True, bool, "end the continuation at the end-of-text token")
+    max_new_tokens: int = option(100, int, "how many tokens to add at most", says="at least 1", minimum=1, maximum=MAX_NEW_TOKENS, aliases=("-n",), repl=("max_new_tokens", "n"), dial=Dial(10, 1000, 10, 100))
+    stop: tuple[str, ...] = option((), str, "stop before any of these texts (\\n is a newline)", minimum=1, many=True, none="none")
+    seed: int | None = option(None, int, "a fixed seed makes sampling reproducible", minimum=0, optional=True, none="a fresh draw each time")
+    stop_at_eos: bool = option(True, bool, "end the continuation at the end-of-text token (off: keep going past it)", flag="--stop-at-eos/--ignore-eos", repl=("eos",))
     stream: bool = option(True, bool, "print pieces as they are made rather than all at the end")
 
     def __post_init__(self) -> None:
@@ -195,24 +197,20 @@ class SampleConfig:
 
 # -- data, training and the run that bundles them -------------------------------------------------
 
-TOKENIZER_KINDS = ("gpt2", "bpe", "char")
-DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Where the training text comes from and how it becomes tokens."""
 
-    data: tuple[str, ...] = option((), str, "local files, directories or globs; none (and no dataset_name) = the built-in corpus", minimum=1, many=True)
+    # A file's last 10% (val_fraction + test_fraction, cut at a line break) never trains: docs/TRAINING.md.
+    data: tuple[str, ...] = option((), str, "text file, directory or glob; the last 10% of the text is held out (5% validation, 5% test)", minimum=1, many=True, none="the built-in corpus", note="the built-in corpus")
     dataset_name: str | None = option(None, str, "a Hugging Face dataset by name (e.g. wikitext) or a local dataset directory", minimum=1, optional=True, says="text")
     dataset_config: str | None = option(None, str, "the dataset's configuration (e.g. wikitext-2-raw-v1)", minimum=1, optional=True, says="text")
     text_column: str = option("text", str, "the dataset column that holds the text", minimum=1)
-    tokenizer: str | None = option(None, str, "gpt2, bpe, char, or a tokenizer directory (tokenizer.json, or vocab.json + merges.txt); none picks gpt2 for GPT-2-sized presets, bpe (or char) otherwise", minimum=1, optional=True)
-    vocab_size: int | None = option(None, int, "tokens in a learned bpe vocabulary (every byte plus end-of-text at least); none takes the preset's", says="at least 257 (every byte plus end-of-text)", minimum=257, maximum=1 << 22, optional=True)
-    val_fraction: float = option(0.05, float, "share of a corpus without its own validation split held out for validation", minimum=0.0, maximum=0.5, min_open=True, max_open=True)
-    test_fraction: float = option(0.05, float, "share of a corpus without its own test split held out for the final test", minimum=0.0, maximum=0.5, min_open=True, max_open=True)
-    cache_dir: str | None = option(None, str, "learned tokenizers and token files; none = $GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui", minimum=1, optional=True)
+    tokenizer: str | None = option(None, str, f"the tokenizer: {', '.join(TOKENIZER_KINDS)} (gpt2 is OpenAI's, bpe is learned from the corpus), or a directory with tokenizer.json, or vocab.json + merges.txt", minimum=1, optional=True, none="gpt2 for GPT-2-sized presets, bpe (or char) otherwise")
+    vocab_size: int | None = option(None, int, "tokens in a learned bpe vocabulary (every byte plus end-of-text at least)", says="at least 257 (every byte plus end-of-text)", minimum=257, maximum=1 << 22, optional=True, none="the preset's")
+    val_fraction: float = option(0.05, float, "share of a corpus without its own validation split held out for validation", minimum=0.0, maximum=0.5, min_open=True, max_open=True, flag="")
+    test_fraction: float = option(0.05, float, "share of a corpus without its own test split held out for the final test", minimum=0.0, maximum=0.5, min_open=True, max_open=True, flag="")
+    cache_dir: str | None = option(None, str, "learned tokenizers and token files", minimum=1, optional=True, none="$GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -250,33 +248,35 @@ class DataConfig:
 class TrainConfig:
     """How to train. Defaults are the specification's TrainingConfig (batch 8, lr 3e-4, ...)."""
 
-    batch_size: int = option(8, int, "sequences per micro-batch", minimum=1, maximum=1 << 20)
-    learning_rate: float = option(3e-4, float, "peak learning rate, reached at the end of warmup", minimum=0.0, min_open=True)
-    min_lr: float | None = option(None, float, "floor the cosine decay ends at; none = learning_rate / 10", minimum=0.0, optional=True)
+    batch_size: int = option(8, int, "sequences per micro-batch, all processes together", minimum=1, maximum=1 << 20)
+    learning_rate: float = option(3e-4, float, "peak learning rate, reached at the end of warmup", minimum=0.0, min_open=True, aliases=("--lr",), label="lr")
+    min_lr: float | None = option(None, float, "floor the cosine decay ends at", minimum=0.0, optional=True, none="learning-rate / 10")
     weight_decay: float = option(0.01, float, "AdamW decay on matrices only (not biases, norms or embeddings' positions)", minimum=0.0)
-    beta1: float = option(0.9, float, "AdamW momentum of the gradient", minimum=0.0, maximum=1.0, max_open=True)
-    beta2: float = option(0.95, float, "AdamW momentum of the squared gradient; 0.95 is steadier than 0.999 for transformers", minimum=0.0, maximum=1.0, max_open=True)
+    beta1: float = option(0.9, float, "AdamW beta1: momentum of the gradient", minimum=0.0, maximum=1.0, max_open=True)
+    beta2: float = option(0.95, float, "AdamW beta2: momentum of the squared gradient; 0.95 is steadier than 0.999 for transformers", minimum=0.0, maximum=1.0, max_open=True)
     warmup_steps: int = option(2000, int, "linear warmup from 0 to learning_rate", minimum=0)
     gradient_clip: float = option(1.0, float, "clip the global gradient norm to this; 0 turns clipping off", minimum=0.0, says="0 (off) or positive")
-    grad_accum: int = option(1, int, "micro-batches per optimizer step (effective batch = batch_size * grad_accum)", minimum=1, maximum=1 << 20)
-    max_steps: int | None = option(None, int, "stop after this many optimizer steps; none = no step limit", minimum=1, optional=True)
-    max_epochs: float | None = option(10.0, float, "stop after this many passes over the training tokens; none = no limit", minimum=0.0, min_open=True, optional=True)
-    max_training_hours: float | None = option(12.0, float, "wall-clock budget; the learning-rate decay is fitted to end with it", minimum=0.0, min_open=True, optional=True)
-    mixed_precision: bool = option(True, bool, "bf16 autocast where fast, fp16 + loss scaling on GPUs without bf16")
-    precision: str = option("auto", str, "auto (follow mixed_precision and the device), bf16, fp16 or fp32", choices=PRECISIONS)
-    compile: bool = option(False, bool, "torch.compile the model (pays off on GPUs for long runs; slower to start)")
+    grad_accum: int = option(1, int, "micro-batches per optimizer step (effective batch = batch_size * grad_accum)", minimum=1, maximum=1 << 20, aliases=("--gradient-accumulation-steps",))
+    # The limits: leaving all three out is a preset's 10 epochs / 12 hours, so 0 on a command line says none.
+    max_steps: int | None = option(None, int, "stop after this many optimizer steps", minimum=1, optional=True, none="no limit", none_flag=0, note="")
+    max_epochs: float | None = option(10.0, float, "stop after this many passes over the training tokens", minimum=0.0, min_open=True, optional=True, none="no limit", none_flag=0)
+    max_training_hours: float | None = option(12.0, float, "wall-clock budget; once it will end the run, the learning-rate decay ends with it", minimum=0.0, min_open=True, optional=True, none="no limit", none_flag=0, note="12 with a preset; off when another limit is given", label="max hours")
+    mixed_precision: bool = option(True, bool, "autocast to bf16 where it is fast, fp16 + loss scaling on GPUs without bf16", note="on")
+    precision: str = option("auto", str, "force a precision; auto follows mixed_precision and the device", choices=PRECISIONS)
+    compile: bool = option(False, bool, "compile the model with torch.compile (pays off on GPUs for long runs; slower to start)", note="off")
     device: str = option("auto", str, f"where to train: {DEVICES_HELP}", minimum=1)
-    threads: int | str | None = option(None, int, "CPU threads: none = torch's choice, N = fixed, auto = the fastest as load changes", minimum=1, maximum=4096, optional=True, also=("auto",), says="a positive integer or 'auto'")
-    seed: int = option(1337, int, "seeds initialisation, batch order, dropout and samples", minimum=0)
-    eval_interval: int = option(500, int, "evaluate (val loss, sample, checkpoint) every this many steps", minimum=1)
+    # On the command line N or auto is text: gpt2tui/commands/train.py reads it (and the launcher passes it on as typed).
+    threads: int | str | None = option(None, int, "CPU threads: N, or auto (the fastest as load changes; sums then differ, so runs are not bit-reproducible)", minimum=1, maximum=4096, optional=True, also=("auto",), says="a positive integer or 'auto'", none="torch's choice", note="auto in the no-option run; else fixed at torch's count, recorded and reused on resume")
+    seed: int = option(1337, int, "random seed: initialisation, batch order, dropout and samples", minimum=0)
+    eval_interval: int = option(500, int, "evaluate (val loss, sample, checkpoint) every this many steps", minimum=1, label="eval every")
     eval_iters: int = option(50, int, "validation batches per evaluation (batch_size windows each)", minimum=1, maximum=1 << 20)
     log_interval: int = option(10, int, "report training loss and speed every this many steps", minimum=1)
-    checkpoint_interval: int | None = option(None, int, "also save every this many steps; none = at each evaluation only", minimum=1, optional=True)
+    checkpoint_interval: int | None = option(None, int, "also checkpoint every this many steps", minimum=1, optional=True, none="at each evaluation only")
     keep_last: int = option(3, int, "step checkpoints kept besides the best; at least 2 so a good checkpoint always survives", says="at least 2 so a good checkpoint always survives", minimum=2, maximum=1 << 20)
     sample_prompt: str = option("The", str, "prompt of the text sample at each evaluation")
     sample_tokens: int = option(100, int, "tokens in that sample; 0 turns samples off", minimum=0, maximum=MAX_NEW_TOKENS)
-    max_bad_steps: int = option(5, int, "give up after this many NaN/Inf steps in a row", minimum=1)
-    on_save_error: str = option("stop", str, "a checkpoint that cannot be written (disk full): stop the run, or continue and retry at the next save", choices=("stop", "continue"))
+    max_bad_steps: int = option(5, int, "give up after this many NaN/Inf steps in a row", minimum=1, flag="")
+    on_save_error: str = option("stop", str, "a checkpoint that cannot be written (disk full): stop the run (exit 1), or warn, continue and retry at the next save", choices=ON_SAVE_ERROR)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -13,8 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
-
 from gpt2core.config import (
     DATA_OPTIONS,
     MODEL_OPTIONS,
@@ -24,7 +22,9 @@ from gpt2core.config import (
 )
 from gpt2core.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only for the annotation: `gpt2tui train --help` reads PLANNED without loading it
+    import torch
+
     from gpt2core.checkpoint import CheckpointInfo
 
 AUTO = "auto"
@@ -75,7 +75,11 @@ _ACCELERATOR_PLAN: dict[str, Any] = {
 _SPEC_LIMITS: dict[str, Any] = {"max_steps": None, "max_epochs": 10.0, "max_training_hours": 12.0}
 
 
-def auto_options(device: torch.device) -> dict[str, Any]:
+# The options the no-option run plans for itself: their --help default says "with a preset".
+PLANNED = frozenset(_CPU_PLAN) | frozenset(_ACCELERATOR_PLAN)
+
+
+def auto_options(device: "torch.device") -> dict[str, Any]:
     """The options of the no-option run on ``device``."""
     return dict(_CPU_PLAN if device.type == "cpu" else _ACCELERATOR_PLAN)
 

@@ -42,12 +42,16 @@ class RunStarted(Event):
     config: dict  # the full resolved run config (model, data, training)
     device: str  # e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"
     num_params: int
-    max_steps: int  # the step limit the run will stop at (from max_steps or max_epochs)
+    max_steps: int  # the step limit the run will stop at (from max_steps or max_epochs); 0 for none
     max_training_hours: float | None  # the wall-clock budget, None for none
     start_step: int = 0  # > 0 when resuming
     world_size: int = 1  # processes training together (torchrun)
     threads: int | str | None = None  # CPU threads: a fixed count, "auto" (the tuner), None off the CPU
     ends_by: str = ""  # the limits that can end the run, e.g. "max_steps (step 150) or time_budget (270 s)"
+    max_epochs: float | None = None  # the epoch limit as asked (max_steps has it in steps), None for none
+    # Which option set max_steps: "max_steps" or "max_epochs" (an EndReason); "" in files
+    # written before this field, whose readers look in the run config instead.
+    step_limit_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,23 @@ class KVCache:
         self.length = 0
 
 
+# torch's CPU attention kernel in bf16 has a backward pass with a large cost per (batch, head) that
+# short windows do not amortise: at T=64 it is 4-7x slower than the fp32 kernel (12x4x64x32: 8.4 vs
+# 1.8 ms), about even at T=256, faster from T=1024 (bench/bench_nanogpt.py, docs/PERFORMANCE.md).
+# So CPU training under bf16 autocast attends in fp32 below this length; inference keeps bf16
+# (its forward is faster in bf16 at every length measured).
+_CPU_BF16_ATTENTION_MIN_T = 512
+
+
+def _attend_in_fp32(q: torch.Tensor) -> bool:
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and q.requires_grad
+        and q.size(-2) < _CPU_BF16_ATTENTION_MIN_T
+    )
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -82,9 +99,14 @@ class CausalSelfAttention(nn.Module):
             if T > 1:
                 S = past + T
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )  # (B, nh, T, hs)
+        dropout_p = self.dropout if self.training else 0.0
+        if _attend_in_fp32(q):
+            with torch.autocast(device_type="cpu", enabled=False):
+                y = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
+                ).to(q.dtype)  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 

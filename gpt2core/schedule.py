@@ -37,6 +37,16 @@ class CosineSchedule:
         progress = min(1.0, (step - self.warmup_steps) / span)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (self.peak_lr - self.min_lr)
 
+    def fit_warmup(self, horizon: int, step: int) -> str | None:
+        """A warmup as long as the whole run (``horizon`` steps) would never reach the peak:
+        shorten it to 10% and return the warning that says so; None when it fits."""
+        if self.warmup_steps < horizon or step >= self.warmup_steps:
+            return None
+        fitted = max(1, horizon // 10)
+        notice = f"warmup of {self.warmup_steps} steps is longer than the run ({horizon} steps); using {fitted}"
+        self.warmup_steps = fitted
+        return notice
+
 
 class RunPlan:
     """Which limit ends the run, the ETA, and the schedule horizon that goes with it.

@@ -7,6 +7,12 @@ a command line, a REPL command or a console form before any config is built) app
 rule and raise ``ConfigError`` with one line the user can act on. Values are never coerced
 from text: ``bias = "false"`` in a TOML file is refused, not read as true.
 
+The same declaration says where the option shows up, so the front ends build themselves from
+it (gpt2tui/cli_options.py for flags and their --help, the generate REPL's commands, /help and
+/settings, the chat's sampler sliders, the new-run form's labels and input types): its flag
+name and aliases, its REPL names, its slider travel (``Dial``), a label, and the words for its
+default. It stays data: nothing here imports click or Textual.
+
 Cross-field rules (num_heads divides d_model, min_lr <= learning_rate) stay in the configs'
 ``validate`` methods; everything about one value lives here.
 """
@@ -24,6 +30,23 @@ INT64_MAX = 2**63 - 1  # the largest integer every store (torch, numpy, SQLite, 
 
 
 @dataclass(frozen=True)
+class Dial:
+    """A number option's slider in the console: its travel and steps (the console sets it by
+    steps, so the travel may be narrower than the rule allows: the useful range)."""
+
+    minimum: float  # the left end
+    maximum: float  # the right end
+    step: float  # one arrow press; a float option shows as many decimals as the step has
+    big_step: float  # shift+arrow, page up/down
+    zero_label: str | None = None  # what 0 is called on the slider ("off", "0 greedy")
+
+    @property
+    def decimals(self) -> int:
+        """Decimals a float slider shows: those of its step (0.05 -> 2)."""
+        return max(0, -math.floor(math.log10(self.step) + 1e-9)) if self.step < 1 else 0
+
+
+@dataclass(frozen=True)
 class Spec:
     """What one option accepts."""
 
@@ -38,6 +61,15 @@ class Spec:
     also: tuple[Any, ...] = ()  # literal values accepted besides the kind (threads = "auto")
     many: bool = False  # a tuple of the kind (data paths, stop strings)
     says: str | None = None  # the rule in the words users know it by ("0 (greedy) or positive")
+    none: str | None = None  # what none means, in words ("no limit", "learning-rate / 10"), for optional options
+    # Where it appears besides config files; each front end builds its part from these.
+    flag: str | None = None  # command-line name; None = --field-name (--name/--no-name for a bool); "" = config files only
+    aliases: tuple[str, ...] = ()  # more command-line spellings ("-n", "--lr")
+    none_flag: Any = None  # the command-line value that stands for none when leaving the flag out means something else (0)
+    note: str | None = None  # the default as --help words it when the value alone would mislead ("4 x d-model"); "" = none shown
+    repl: tuple[str, ...] | None = None  # sampling options: the REPL commands that set it; None = (field name,)
+    dial: Dial | None = None  # sampling options: the chat's slider; None = no slider (the panel has room for few)
+    label: str | None = None  # a few words for a slider or a form field; None = the field name with spaces
 
     def describe(self) -> str:
         """The rule in words, as error messages and help print it."""
@@ -62,6 +94,20 @@ class Spec:
             text = f"a list of {text}"
         extras = [repr(a) for a in self.also] + (["none"] if self.optional else [])
         return text + (f" (or {' or '.join(extras)})" if extras else "")
+
+
+    def label_for(self, name: str) -> str:
+        return self.label if self.label is not None else name.replace("_", " ")
+
+    def flag_for(self, name: str) -> str:
+        """The command-line name ("" for an option set in config files only)."""
+        if self.flag is not None:
+            return self.flag
+        dashed = name.replace("_", "-")
+        return f"--{dashed}/--no-{dashed}" if self.kind is bool else f"--{dashed}"
+
+    def repl_for(self, name: str) -> tuple[str, ...]:
+        return self.repl if self.repl is not None else (name,)
 
 
 def _num(x: float) -> str:

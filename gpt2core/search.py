@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from gpt2core.choices import PRUNERS, SAMPLERS
 from gpt2core.atomic import write_file_atomic
 from gpt2core.errors import GPT2Error
 from gpt2core.events import EvalEvent, Event, TrialEvent
@@ -53,8 +54,6 @@ from gpt2core.study_store import (
     worker_id,
 )
 
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "hyperband", "none")
 KEEP_CHECKPOINTS = ("best", "all")
 FAILURES_IN_A_ROW = 3  # the same error this many trials running means the setup is broken, not the draws
 

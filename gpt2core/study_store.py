@@ -554,12 +554,3 @@ def stop_requested_since(study: Any, since: float) -> bool:
     requested = study.user_attrs.get(STUDY_STOP_ATTR)
     return isinstance(requested, (int, float)) and requested >= since
 
-
-def optimize_command(study_name: str, *options: str, storage: str | None = None) -> list[str]:
-    """The command line that starts (or resumes) a study: run it as a subprocess, e.g. from the
-    console. ``options`` are further `gpt2tui optimize` flags (`--n-trials 20`, `--workers 2`,
-    the train flags); the same study name continues the study."""
-    command = [sys.executable, "-m", "gpt2tui", "optimize", "--study-name", check_study_name(study_name)]
-    if storage is not None:
-        command += ["--storage", storage]
-    return command + list(options)

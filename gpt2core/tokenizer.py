@@ -22,12 +22,13 @@ from typing import Iterable, Sequence
 from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as _RustTokenizer
 
+from gpt2core.choices import TOKENIZER_KINDS
 from gpt2core.errors import HubUnavailableError, TokenizerError
 
 EOS_TOKEN = "<|endoftext|>"
 UNKNOWN_CHAR = "\ufffd"  # what the char tokenizer turns characters it never saw into
 TOKENIZER_FILE = "tokenizer.json"
-KINDS = ("gpt2", "bpe", "char")
+KINDS = TOKENIZER_KINDS  # the one list lives in gpt2core.choices
 
 
 @lru_cache(maxsize=1)

@@ -1,15 +1,20 @@
-"""Two small counters the training loop keeps, each with one job, so the loop reads as phases.
+"""Small objects the training loop keeps, each with one job, so the loop reads as phases.
 
 ``BadSteps`` decides what a step with a NaN/Inf loss or gradient means (a skipped update, an
 fp16 overflow, or divergence); ``SpeedMeter`` measures seconds per step (what a budget's
 horizon is fitted from) and tokens per second between log lines (evaluation and checkpoint
-time left out, so the number is the training speed).
+time left out, so the number is the training speed); ``RunFileErrors`` decides what a run
+file that cannot be written means (--on-save-error).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from gpt2core.rundir import RunWriteError
 
 
 @dataclass
@@ -67,3 +72,31 @@ class SpeedMeter:
 
     def restart_interval(self, now: float) -> None:
         self.interval_start, self.interval_tokens, self.interval_busy = now, 0, 0.0
+
+
+class RunFileErrors:
+    """metrics.jsonl or status.json could not be written (a full disk): under --on-save-error
+    continue, a warning once per file and training goes on; under stop (the default) the first
+    one ends the run, with a final checkpoint attempt. Training state is never lost to a log file."""
+
+    def __init__(self, policy: str, warn: Callable[[str], None]):
+        self.policy = policy  # on_save_error: "continue" or "stop"
+        self.warn = warn  # says a file failed (continue only)
+        self.warned: set[Path] = set()  # files already warned about
+        self.failure: RunWriteError | None = None  # the one that ends the run (stop)
+
+    def record(self, error: RunWriteError) -> None:
+        if self.policy == "continue":
+            if error.path not in self.warned:
+                self.warn(f"{error}; training goes on (--on-save-error continue) and writing resumes when there is space")
+            self.warned.add(error.path)
+        elif self.failure is None:
+            self.failure = error
+
+    def ends_run(self, writer) -> bool:
+        """True once a run file failed under stop; the failures the writer's heartbeat thread
+        collected (``writer.take_write_error()``) are recorded first."""
+        error = writer.take_write_error()
+        if error is not None:
+            self.record(error)
+        return self.failure is not None

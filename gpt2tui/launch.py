@@ -4,8 +4,9 @@ A run started from the console is a plain `python -m gpt2tui train ...` in a new
 (``start_new_session``), so closing the app, its terminal or the SSH connection does not
 reach it; the app re-attaches by reading ``runs/<name>/`` like any other watcher. The
 process's output goes to ``runs/.launch/<name>.log`` (the run directory itself belongs to
-the trainer, which creates it). No Textual here: the form and the tests share these
-functions, and so does the study launcher (gpt2tui/study_launch.py).
+the trainer, which creates it). The command lines of `train` and `optimize` are spelled here
+and nowhere else (the core knows no CLI flags). No Textual here: the form and the tests share
+these functions, and so does the study launcher (gpt2tui/study_launch.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 LAUNCH_LOGS = ".launch"  # under the runs directory; no status.json, so it never lists as a run
@@ -41,8 +42,10 @@ class TrainRequest:
     checkpoints_dir: str = "checkpoints"
 
 
-# Form fields that are `gpt2tui train` flags of the same name (the rest of the dataclass is not).
-FORM_FLAGS = ("preset", "data", "tokenizer", "max_steps", "max_training_hours", "batch_size", "learning_rate", "eval_interval", "device", "init_from")
+# The request's fields that are not `gpt2tui train` flags of the same name; every other field
+# is one, so a field added to TrainRequest reaches the command line with no second list.
+NOT_FLAGS = ("run_name", "extra", "runs_dir", "checkpoints_dir")
+FORM_FLAGS = tuple(f.name for f in fields(TrainRequest) if f.name not in NOT_FLAGS)
 
 
 def form_flags(request: object, names: tuple[str, ...]) -> list[str]:
@@ -96,6 +99,18 @@ def resume_command(run_name: str, checkpoint_dir: str | Path, *, runs_dir: str =
         "--runs-dir", runs_dir,
         "--checkpoints-dir", checkpoints_dir,
     ]  # fmt: skip
+
+
+def optimize_command(study_name: str, *options: str, storage: str | None = None) -> list[str]:
+    """The argv that starts (or resumes) a study. ``options`` are further `gpt2tui optimize`
+    flags (`--n-trials 20`, `--workers 2`, the train flags); the same study name continues
+    the study. Raises StudyError for a name the storage would refuse."""
+    from gpt2core.study_store import check_study_name
+
+    argv = [sys.executable, "-m", "gpt2tui", "optimize", "--study-name", check_study_name(study_name)]
+    if storage is not None:
+        argv += ["--storage", storage]
+    return argv + list(options)
 
 
 def display_command(argv: list[str]) -> str:

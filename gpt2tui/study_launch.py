@@ -1,6 +1,6 @@
 """Start and resume `gpt2tui optimize` studies from the console, as detached processes.
 
-The command line comes from ``study_store.optimize_command`` (running the same command again
+The command line comes from ``launch.optimize_command`` (running the same command again
 resumes a study). Each launch is recorded in ``runs/.launch/optimize-<study>.json`` (argv and
 storage) beside its log, so the trials screen can resume a study it started, also after the
 app was closed. A study started elsewhere has no record; ``request_for_study`` then rebuilds
@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from gpt2core.atomic import write_file_atomic
 from gpt2core.states import ACTIVE_STUDY_STATES, LIVE_STUDY_STATES, StudyState
-from gpt2core.study_store import JOURNAL_SUFFIX, StudyError, optimize_command, storage_for_file, storage_location
+from gpt2core.study_store import JOURNAL_SUFFIX, StudyError, storage_for_file, storage_location
 from gpt2tui import launch
 
 DEFAULT_RESULTS_DIR = "optuna_results"  # optimize's --results-dir default: left out of commands
@@ -108,7 +108,7 @@ def study_command(request: StudyRequest) -> list[str]:
     flags += ["--runs-dir", request.runs_dir, "--checkpoints-dir", request.checkpoints_dir]
     flags += shlex.split(request.extra)  # ValueError on an unclosed quote
     storage = request.storage.strip() or default_storage(request.results_dir, request.study_name)
-    return optimize_command(request.study_name.strip(), *flags, storage=storage)
+    return launch.optimize_command(request.study_name.strip(), *flags, storage=storage)
 
 
 # -- launching and the launch records -----------------------------------------------------------------
@@ -194,7 +194,7 @@ def request_for_study(
 def flags_for_options(options: Mapping[str, Any]) -> list[str]:
     """Run options (as `gpt2tui train` flags produce them) back into those flags."""
     from gpt2tui.cli import as_flags
-    from gpt2tui.commands.train import _ZERO_IS_NONE, train
+    from gpt2tui.commands.train import _NONE_FLAGS, train
 
     by_name = {p.name: p for p in train.params}
     flags: list[str] = []
@@ -202,8 +202,8 @@ def flags_for_options(options: Mapping[str, Any]) -> list[str]:
         param = by_name.get(key)
         if param is None or key in ("runs_dir", "checkpoints_dir"):
             continue  # not a flag (a --config file's own key), or given by the form
-        if value is None and key in _ZERO_IS_NONE:
-            value = 0  # "no limit" is spelled 0 on the command line
+        if value is None and key in _NONE_FLAGS:
+            value = _NONE_FLAGS[key]  # "no limit" is spelled 0 on the command line
         flags += as_flags(param, value)
     return flags
 
@@ -250,12 +250,12 @@ class StudyTracker:
         self.stop_sent = [k for k in self.stop_sent if k not in pending]
         return True
 
-    def ended(self) -> list[tuple[StudyLaunch, int]]:
-        """The processes started here that have exited since the last call, with exit codes."""
-        done = [(s, s.launched.process.poll()) for s in self.launched]
-        done = [(s, code) for s, code in done if code is not None]
-        self.launched = [s for s in self.launched if all(s is not d for d, _ in done)]
-        return done
+    def ended(self, process: launch.Launched) -> StudyLaunch | None:
+        """Forget the study launch whose process has exited (the console's ProcessWatch says
+        which); None if it was not one of ours."""
+        found = next((s for s in self.launched if s.launched is process), None)
+        self.launched = [s for s in self.launched if s is not found]
+        return found
 
 
 def _same(a: tuple[str, str], b: tuple[str, str]) -> bool:

@@ -16,7 +16,9 @@ import random
 import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from textual import events, on, work
 from textual.app import ComposeResult
@@ -29,41 +31,41 @@ from textual.worker import Worker
 from gpt2core.config import SampleConfig
 from gpt2tui.widgets.model_picker import ModelPicker, checkpoint_options
 from gpt2tui.widgets.prompt_input import PromptInput
-from gpt2tui.widgets.sampler_panel import SAMPLER_BINDINGS, SAMPLER_PALETTE, SamplerPanel
+from gpt2tui.widgets.sampler_panel import SAMPLER_BINDINGS, SAMPLER_PALETTE, SamplerActions, SamplerPanel
 from gpt2tui.widgets.transcript import Transcript, Turn
 from screens.base import ConsoleScreen
+from screens.chat_actions import ChatActions
 
 POST_EVERY_S = 0.03  # batch streamed pieces: ~30 redraws a second however fast the model is
-CLEAR_CONFIRM_S = 5.0  # a second ctrl+n within this long clears the transcript
 
 
+@dataclass
 class CheckpointsFound(Message):
-    def __init__(self, options: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self.options = options
+    options: list[tuple[str, str]]  # (label, source) for the picker
 
 
+@dataclass
 class ModelLoaded(Message):
-    def __init__(self, source: str, model, tokenizer, description: str) -> None:
-        super().__init__()
-        self.source, self.model, self.tokenizer, self.description = source, model, tokenizer, description
+    source: str
+    model: Any
+    tokenizer: Any
+    description: str
 
 
+@dataclass
 class Streamed(Message):
-    def __init__(self, text: str, outcome: str | None = None) -> None:
-        super().__init__()
-        self.text = text
-        self.outcome = outcome  # set on the last message of a reply
+    text: str
+    outcome: str | None = None  # set on the last message of a reply
 
 
-class ChatScreen(ConsoleScreen):
+class ChatScreen(ChatActions, SamplerActions, ConsoleScreen):
     BINDINGS = [
         Binding("escape", "stop", "Stop", tooltip="Stop the reply that is streaming"),
         Binding("ctrl+r", "regenerate", "Again", show=False, tooltip="Regenerate the last reply with a new seed"),
         Binding("ctrl+s", "save", "Save", tooltip="Save the transcript to a Markdown file"),
         Binding("ctrl+o", "focus_model", "Load", tooltip="Type a checkpoint, run name, 'latest' or a HF GPT-2 directory to load"),
         Binding("ctrl+n", "clear", "Clear", show=False, tooltip="Clear the transcript (press twice: it asks first)"),
-        *SAMPLER_BINDINGS,
+        *SAMPLER_BINDINGS,  # the panel's keys, from gpt2tui/widgets/sampler_panel.py (SamplerActions runs them)
     ]
     PALETTE = SAMPLER_PALETTE  # each knob by name, so the palette finds "temperature"
 
@@ -121,7 +123,10 @@ class ChatScreen(ConsoleScreen):
     def _load(self, source: str) -> None:
         from gpt2core.loading import load_model_and_tokenizer
 
+        from gpt2core.generation import inference_model
+
         model, tokenizer, description = load_model_and_tokenizer(source, device="auto")
+        inference_model(model, "auto")  # build the fast copy now, not on the first reply (kept while model lives)
         self.post_message(ModelLoaded(source, model, tokenizer, description))
 
     def on_model_loaded(self, message: ModelLoaded) -> None:
@@ -194,7 +199,7 @@ class ChatScreen(ConsoleScreen):
 
     @work(thread=True, exclusive=True, group="generate", exit_on_error=False, name="generating")
     def _generate(self, prompt: str, config: SampleConfig, stop_event: threading.Event) -> None:
-        from gpt2core.generate import stream_text
+        from gpt2core.generation import stream_text
 
         stream = stream_text(self.model, self.tokenizer, prompt, config, stop_event=stop_event)
         pending, last_post = "", time.monotonic()
@@ -217,62 +222,3 @@ class ChatScreen(ConsoleScreen):
             turn.outcome = message.outcome
             self.generating = False
         transcript.update_last()
-
-    # -- actions ------------------------------------------------------------------------------
-
-    def action_stop(self) -> None:
-        if self.generating:
-            self.stop_event.set()
-
-    def action_regenerate(self) -> None:
-        transcript = self.query_one(Transcript)
-        if not transcript.turns:
-            self.notify("Nothing to regenerate yet.", severity="warning")
-            return
-        if self._can_generate():
-            self._start(transcript.turns[-1], replace=True)
-
-    def action_save(self) -> None:
-        from screens.save_dialog import SaveDialog
-
-        if not self.query_one(Transcript).turns:
-            self.notify("The transcript is empty.", severity="warning")
-            return
-        default = f"chat-{time.strftime('%Y%m%d-%H%M%S')}.md"
-        self.app.push_screen(SaveDialog("Save transcript", default), self._save_to)
-
-    def _save_to(self, path: str | None) -> None:
-        if path:
-            self._write(path, self.query_one(Transcript).to_markdown())
-
-    @work(thread=True, group="save", exit_on_error=False, name="saving the transcript")
-    def _write(self, path: str, text: str) -> None:
-        target = Path(path).expanduser()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
-        self.app.call_from_thread(self.notify, f"Saved the transcript to {target}", title="saved")
-
-    def action_focus_model(self) -> None:
-        self.query_one(ModelPicker).focus_path()
-
-    def action_clear(self) -> None:
-        turns = len(self.query_one(Transcript).turns)
-        if self.generating or not turns:
-            self.notify("Nothing to clear." if not turns else "Still generating; esc stops it first.", severity="warning")
-            return
-        now = time.monotonic()
-        if self.clear_asked_at is None or now - self.clear_asked_at > CLEAR_CONFIRM_S:
-            self.clear_asked_at = now
-            self.notify(f"Press ctrl+n again to clear {turns} turn{'s' * (turns != 1)} (ctrl+s saves them).", title="clear?", timeout=CLEAR_CONFIRM_S)
-            return
-        self.clear_asked_at = None
-        self.query_one(Transcript).clear_turns()
-
-    def action_pick_knob(self, step: int) -> None:
-        self.query_one(SamplerPanel).pick(step)
-
-    def action_turn_knob(self, steps: int) -> None:
-        self.query_one(SamplerPanel).picked_slider().action_nudge(steps)
-
-    def action_knob(self, name: str, step: int) -> None:
-        self.query_one(SamplerPanel).slider(name).action_nudge(step)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -20,9 +21,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer
 from textual.worker import get_current_worker
 
+from gpt2core.run_read import RunProgress
 from gpt2core.rundir import METRICS, MetricsTail, read_run
 from gpt2tui import humanize
-from gpt2tui.run_progress import RunProgress
 from gpt2tui.text_safety import as_text, printable
 from gpt2tui.widgets.compare_chart import AXES, CURVES, CompareChart, ComparedRun, run_look
 from screens.base import ConsoleScreen
@@ -31,11 +32,10 @@ TAIL_EVERY_S = 0.5
 LEGEND_COLUMNS = ("run", "state", "step", "train", "val", "best val", "tokens", "time")
 
 
+@dataclass
 class RunsTailed(Message):
-    def __init__(self, progress: dict[str, RunProgress], states: dict[str, tuple[str, int]]) -> None:
-        super().__init__()
-        self.progress = progress  # run name -> a folded copy
-        self.states = states  # run name -> (state, step) from status.json
+    progress: dict[str, RunProgress]  # run name -> a folded copy
+    states: dict[str, tuple[str, int]]  # run name -> (state, step) from status.json
 
 
 class CompareScreen(ConsoleScreen):

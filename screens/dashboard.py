@@ -18,10 +18,10 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Sparkline, Static, TabbedContent, TabPane
 
+from gpt2core.run_read import RunProgress
 from gpt2core.rundir import RunSummary
 from gpt2core.states import LIVE_RUN_STATES, RunState
 from gpt2tui import humanize
-from gpt2tui.run_progress import RunProgress
 from gpt2tui.text_safety import as_text, printable
 from gpt2tui.widgets.loss_chart import LossChart
 from gpt2tui.widgets.metric_tile import MetricTile
@@ -29,7 +29,6 @@ from gpt2tui.widgets.metric_tile import MetricTile
 SPARK_POINTS = 120  # the newest points a sparkline shows; the chart shows the whole run
 NO_RUN = "No run selected. Press n to start one, or train in any terminal: gpt2tui train"
 TABS = ("overview", "loss", "samples", "checkpoints")  # t cycles through them in this order
-LIMIT_WORDS = {"steps": "step limit", "epochs": "epoch limit", "hours": "time budget", "trainer": "trainer's estimate"}
 
 TILES = (
     ("loss", "train loss"), ("val", "val loss"), ("best", "best val"), ("lr", "learning rate"),
@@ -42,6 +41,15 @@ def current_step(summary: RunSummary | None, progress: RunProgress | None) -> in
     (the tail) are read at different moments, so the list and the dashboard both show the
     newer of the two instead of disagreeing."""
     return max(summary.step if summary else 0, progress.step if progress else 0)
+
+
+def show(widget: Static, content) -> None:
+    """``widget.update(content)`` unless it shows that already: an update repaints and lays out
+    the whole screen even for the same content, and the clock ticks every second and the list
+    every two, mostly changing nothing (a watched run paid for it; docs/PERFORMANCE.md)."""
+    shown = widget.content
+    if shown != content or getattr(shown, "style", None) != getattr(content, "style", None):  # Text's == ignores its style
+        widget.update(content)
 
 
 class Pane(VerticalScroll, can_focus=True):
@@ -112,7 +120,7 @@ class Dashboard(Vertical):
     def show_summary(self, summary: RunSummary | None) -> None:
         self.summary = summary
         if summary is None and self.progress is None:
-            self.query_one("#dash-title", Static).update(NO_RUN)
+            show(self.query_one("#dash-title", Static), NO_RUN)
         self.refresh_clock()
         self._show_title()
 
@@ -165,7 +173,7 @@ class Dashboard(Vertical):
         if self.summary and self.summary.message and self.summary.state in (RunState.FAILED, RunState.STALE):
             title.append("\n")
             title.append(printable(self.summary.message), style="bold red")
-        self.query_one("#dash-title", Static).update(title)
+        show(self.query_one("#dash-title", Static), title)
 
     def _show_ranks(self, progress: RunProgress) -> None:
         """Each rank's throughput, for a run on several processes (a slow rank holds all back)."""
@@ -174,7 +182,7 @@ class Dashboard(Vertical):
         ranks.display = progress.world_size > 1
         if ranks.display:
             each = "  ".join(f"r{rank} {humanize.count(speed)}" for rank, speed in enumerate(speeds)) or "–"
-            ranks.update(Text.assemble((f"{progress.world_size} processes", "bold"), f" · tokens/s per rank: {each}"))
+            show(ranks, Text.assemble((f"{progress.world_size} processes", "bold"), f" · tokens/s per rank: {each}"))
 
     def _show_texts(self, progress: RunProgress) -> None:
         # Each is set even when empty: the previously selected run's texts must not linger.
@@ -204,9 +212,9 @@ class Dashboard(Vertical):
                 warnings.append(f"  step {step}: ")
                 warnings.append(printable(message))
                 warnings.append("\n")
-        self.query_one("#sample", Static).update(sample)
-        self.query_one("#checkpoints", Static).update(checkpoints)
-        self.query_one("#warnings", Static).update(warnings.rstrip() or warnings)
+        show(self.query_one("#sample", Static), sample)
+        show(self.query_one("#checkpoints", Static), checkpoints)
+        show(self.query_one("#warnings", Static), warnings.rstrip() or warnings)
 
     def refresh_clock(self) -> None:
         """Progress bars, elapsed time and ETA; called on new data and once a second."""
@@ -219,10 +227,10 @@ class Dashboard(Vertical):
         steps_bar.display = bool(p.max_steps)  # without a limit a bar would only pulse
         steps_bar.update(total=p.max_steps or None, progress=step)
         epochs = f" · epoch {p.epoch:.2f}" + (f"/{p.max_epochs:g}" if p.max_epochs else "")
-        self.query_one("#steps-text", Label).update(f"{step:,}/{f'{p.max_steps:,}' if p.max_steps else '?'}{epochs}")
+        show(self.query_one("#steps-text", Label), f"{step:,}/{f'{p.max_steps:,}' if p.max_steps else '?'}{epochs}")
         elapsed = p.elapsed_now(now, live=live)
         budget = p.max_training_hours * 3600 if p.max_training_hours else None
-        binds = p.budget_binds(now, live=live)
+        binds = p.budget_binds()
         time_bar = self.query_one("#time-bar", ProgressBar)
         time_bar.display = binds  # a bar toward a budget the step limit beats would mislead
         time_bar.update(total=budget, progress=min(elapsed, budget) if budget and binds else 0)
@@ -232,10 +240,11 @@ class Dashboard(Vertical):
             budget_text = f" of {humanize.duration(budget)}"
         else:
             budget_text = f" elapsed · budget {humanize.duration(budget)} (not the limit that ends it)"
-        self.query_one("#time-text", Label).update(f"{humanize.duration(elapsed)}{budget_text}")
-        self.query_one("#eta", Static).update(as_text(self._eta_text(now, live)))  # an outcome quotes the error
+        show(self.query_one("#time-text", Label), f"{humanize.duration(elapsed)}{budget_text}")
+        show(self.query_one("#eta", Static), as_text(self.eta_text(now, live)))  # an outcome quotes the error
 
-    def _eta_text(self, now: float, live: bool) -> str:
+    def eta_text(self, now: float, live: bool) -> str:
+        """The ETA line at ``now``: the read model's (as `train` and `runs` print it), or why none."""
         p = self.progress
         if p.outcome:
             return p.outcome
@@ -243,5 +252,5 @@ class Dashboard(Vertical):
             return f"not running ({self.summary.state})" if self.summary else ""
         eta = p.eta(now)
         if eta is None:
-            return "ETA: measuring speed…" if (p.max_steps or p.max_epochs or p.max_training_hours) else "no limit: runs until stopped"
-        return f"ETA {humanize.duration(eta[0])} · ends at the {LIMIT_WORDS.get(eta[1], eta[1])}"
+            return "ETA: measuring speed…" if (p.max_steps or p.max_training_hours) else "no limit: runs until stopped"
+        return f"ETA {humanize.duration(eta.seconds)} · ends at the {eta.limit_words}"

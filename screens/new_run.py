@@ -20,22 +20,30 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
-from gpt2core.config import PRESETS
+from gpt2core.choices import DEVICES, TOKENIZER_KINDS
+from gpt2core.config import PRESETS, option_table
 from gpt2core.errors import GPT2Error
-from gpt2core.tokenizer import KINDS
 from gpt2tui import launch
 from screens.base import describe_error, os_errors_notified
 
-DEVICES = ("cpu", "cuda", "mps")
-# (field, label, placeholder, Input type) for the free-text fields, in form order.
-TEXT_FIELDS = (
-    ("data", "data", "built-in corpus", "text"),
-    ("max_steps", "max steps", "default", "integer"),
-    ("max_training_hours", "max hours", "default", "number"),
-    ("batch_size", "batch size", "default", "integer"),
-    ("learning_rate", "lr", "default", "number"),
-    ("eval_interval", "eval every", "default", "integer"),
-)
+# The run options the form shows, in form order; each one's label and input type come from its
+# declaration in gpt2core/config.py (a new option here is one name; gpt2tui.launch.TrainRequest
+# turns it into the flag of the same name).
+CHOICE_FIELDS = (("preset", tuple(PRESETS), "default"), ("tokenizer", TOKENIZER_KINDS, "default"), ("device", DEVICES, "auto"))
+TEXT_FIELDS = (("data", "built-in corpus"), ("max_steps", "default"), ("max_training_hours", "default"), ("batch_size", "default"), ("learning_rate", "default"), ("eval_interval", "default"))
+INPUT_TYPES = {int: "integer", float: "number", str: "text"}
+
+
+def field_label(name: str) -> str:
+    entry = option_table().get(name)
+    return entry[1].label_for(name) if entry is not None else name.replace("_", " ")
+
+
+def input_type(name: str) -> str:
+    """The Input type for a run option: its declared kind (a list of paths is text)."""
+    spec = option_table()[name][1]
+    return "text" if spec.many else INPUT_TYPES[spec.kind]
+
 WIDE_FIELDS = (  # one per row, across the form
     ("init_from", "start from", "random weights; or a checkpoint, run name, gpt2 (--init-from)"),
     ("extra", "more flags", "e.g. --d-model 256 --seed 1"),
@@ -70,13 +78,13 @@ class NewRunScreen(ModalScreen["launch.Launched | None"]):
             with Grid(id="new-run-form"):
                 yield Label("run name")
                 yield Input(values["run_name"], id="run_name", compact=True)
-                for name, label, choices, prompt in (("preset", "preset", PRESETS, "default"), ("tokenizer", "tokenizer", KINDS, "default"), ("device", "device", DEVICES, "auto")):
-                    yield Label(label)
+                for name, choices, prompt in CHOICE_FIELDS:
+                    yield Label(field_label(name))
                     value = values.get(name) if values.get(name) in choices else Select.NULL
                     yield Select([(c, c) for c in choices], prompt=prompt, value=value, id=name, compact=True)
-                for name, label, placeholder, kind in TEXT_FIELDS:
-                    yield Label(label)
-                    yield Input(values.get(name, ""), placeholder=placeholder, type=kind, id=name, compact=True)
+                for name, placeholder in TEXT_FIELDS:
+                    yield Label(field_label(name))
+                    yield Input(values.get(name, ""), placeholder=placeholder, type=input_type(name), id=name, compact=True)
                 for name, label, placeholder in WIDE_FIELDS:
                     yield Label(label)
                     yield Input(values.get(name, ""), placeholder=placeholder, id=name, compact=True, classes="wide")

@@ -16,31 +16,31 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
+from gpt2core.choices import DEVICES, PRUNERS, TOKENIZER_KINDS
 from gpt2core.config import PRESETS
 from gpt2core.errors import GPT2Error
 from gpt2core.study_store import resolve_storage
-from gpt2core.tokenizer import KINDS
 from gpt2tui import launch, study_launch
 from gpt2tui.study_launch import StudyRequest
 from screens.base import os_errors_notified
-from screens.new_run import DEVICES
+from screens.new_run import field_label, input_type
 
-PRUNERS = ("median", "hyperband", "none")
-# The form in grid order: (field, label, widget). Inputs are (placeholder, type); Selects (choices, prompt).
+# The form in grid order: (field, label, widget). Inputs are (placeholder, type); Selects (choices,
+# prompt). The run options' labels and types come from their declarations (gpt2core/config.py).
 FORM = (
     ("study_name", "study", ("", "text")),
     ("storage", "storage", ("default journal file", "text")),
     ("n_trials", "trials", ("20", "integer")),
     ("workers", "workers", ("1", "integer")),
     ("timeout", "timeout", ("none, or 30m, 8h", "text")),
-    ("pruner", "pruner", (PRUNERS, "default (median)")),
+    ("pruner", "pruner", (PRUNERS, f"default ({PRUNERS[0]})")),
     ("preset", "preset", (tuple(PRESETS), "auto")),
-    ("tokenizer", "tokenizer", (tuple(KINDS), "default")),
-    ("data", "data", ("built-in corpus", "text")),
-    ("device", "device", (tuple(DEVICES), "auto")),
-    ("max_steps", "max steps", ("300 per trial", "integer")),
-    ("max_training_hours", "max hours", ("none", "number")),
-    ("eval_interval", "eval every", ("steps / 10", "integer")),
+    ("tokenizer", field_label("tokenizer"), (TOKENIZER_KINDS, "default")),
+    ("data", field_label("data"), ("built-in corpus", input_type("data"))),
+    ("device", field_label("device"), (DEVICES, "auto")),
+    ("max_steps", field_label("max_steps"), ("300 per trial", input_type("max_steps"))),
+    ("max_training_hours", field_label("max_training_hours"), ("none", input_type("max_training_hours"))),
+    ("eval_interval", field_label("eval_interval"), ("steps / 10", input_type("eval_interval"))),
     ("sampler_seed", "seed", ("random", "integer")),
 )
 

@@ -1,34 +1,23 @@
 """The runs screen's actions on one run: start one (the form), stop, resume, chat with it, and
-watching the processes started here. A mixin of ``RunsScreen``, kept apart so each module
-stays small; it uses the screen's ``runs``, ``selected``, ``launched`` and its Dashboard.
+what the processes started here say when they end. A mixin of ``RunsScreen``, kept apart so
+each module stays small; it uses the screen's ``runs``, ``selected``, ``launched``, its
+Dashboard and its ProcessWatch.
 Start, stop and resume go through files and detached processes (gpt2tui.launch,
 gpt2core.rundir.request_stop), so runs started in another terminal behave the same.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
-
-from textual import work
-from textual.message import Message
-from textual.worker import get_current_worker
 
 from gpt2core.rundir import RunSummary, request_stop
 from gpt2core.states import LIVE_RUN_STATES, RESUMABLE_RUN_STATES, ExitCode
 from gpt2tui import launch
+from gpt2tui.widgets.process_watch import ProcessWatch
 from screens.base import os_errors_notified
 from screens.dashboard import Dashboard
 
 TRAIN_EXIT_OK = (ExitCode.FINISHED, ExitCode.STOPPED)  # `gpt2tui train`: finished, or stopped on request with a checkpoint
-
-
-@dataclass
-class LaunchEnded(Message):
-    launched: launch.Launched
-    failure: str | None  # the log's last line (or the exit code) when it ended badly
-
 
 
 class RunActions:
@@ -103,22 +92,15 @@ class RunActions:
             return
         self.app.open_chat(str(checkpoint_dir))
 
-    @work(thread=True, group="launch", exit_on_error=False, name="watching a launch")
     def watch_launch(self, launched: launch.Launched) -> None:
-        """Tell the user when a process started here ends badly (e.g. a bad flag): its run
-        directory may never appear, so the list alone would not show it."""
         self.launched.append(launched)
-        worker = get_current_worker()
-        while not worker.is_cancelled:
-            code = launched.process.poll()
-            if code is not None:  # the log is read here, not on the UI thread: it can be long
-                failure = None if code in TRAIN_EXIT_OK else launched.last_log_line() or f"exit code {code}"
-                self.post_message(LaunchEnded(launched, failure))
-                return
-            time.sleep(0.25)
+        self.query_one(ProcessWatch).watch(launched)
 
-    def on_launch_ended(self, message: LaunchEnded) -> None:
+    def on_process_watch_ended(self, message: ProcessWatch.Ended) -> None:
+        """A process started here ended: the list shows how; a bad end (e.g. a bad flag, whose
+        run directory never appears) is said here too."""
         self.list_runs()
-        if message.failure is not None:
-            self.notify(f"{message.failure}\n(log: {message.launched.log_path})", title=f"{message.launched.name} exited", severity="error", timeout=15, markup=False)
+        if message.code not in TRAIN_EXIT_OK:
+            failure = message.last_line or f"exit code {message.code}"
+            self.notify(f"{failure}\n(log: {message.launched.log_path})", title=f"{message.launched.name} exited", severity="error", timeout=15, markup=False)
 

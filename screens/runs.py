@@ -21,11 +21,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer
 from textual.worker import get_current_worker
 
+from gpt2core.run_read import RunProgress
 from gpt2core.rundir import METRICS, MetricsTail, RunSummary, list_runs
 from gpt2core.states import RunState
 from gpt2tui import humanize, launch
-from gpt2tui.run_progress import RunProgress
 from gpt2tui.text_safety import as_text
+from gpt2tui.widgets.process_watch import ProcessWatch
 from screens.base import ConsoleScreen
 from screens.dashboard import Dashboard, current_step
 from screens.run_actions import RunActions
@@ -83,6 +84,7 @@ class RunsScreen(RunActions, ConsoleScreen):
         table.border_title = UNMARKED_TITLE
         yield table
         yield Dashboard(id="dashboard")
+        yield ProcessWatch()
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -110,7 +112,8 @@ class RunsScreen(RunActions, ConsoleScreen):
         if list(rows) == previous:
             for name, cells in rows.items():
                 for key, cell in zip(COLUMNS, cells):
-                    table.update_cell(name, key, cell, update_width=True)
+                    if table.get_cell(name, key) != cell:  # update_cell repaints the table even for the same value
+                        table.update_cell(name, key, cell, update_width=True)
         else:
             table.clear()
             for name, cells in rows.items():

@@ -1,6 +1,7 @@
 """The trials screen's actions on a study: start one (the form), stop, resume, and reports on
-the `gpt2tui optimize` processes started here. A mixin of ``TrialsScreen``, kept apart so each
-module stays small; it uses the screen's ``tracker``, ``studies``, ``current`` and refresh.
+the `gpt2tui optimize` processes started here (its ProcessWatch says when one ends). A mixin of
+``TrialsScreen``, kept apart so each module stays small; it uses the screen's ``tracker``,
+``studies``, ``current`` and refresh.
 A study runs as its own detached process (gpt2tui.study_launch); stopping is a stop request in
 the study's storage, which every worker of the study reads, wherever it runs.
 """
@@ -17,8 +18,8 @@ from gpt2core import study_read
 from gpt2core.states import ACTIVE_STUDY_STATES, ExitCode, StudyState
 from gpt2tui import study_launch
 from gpt2tui.text_safety import printable
+from gpt2tui.widgets.process_watch import ProcessWatch
 from screens.base import os_errors_notified
-
 
 
 class StudyActions:
@@ -47,6 +48,7 @@ class StudyActions:
         if started is None:
             return
         self.tracker.started(started)
+        self.query_one(ProcessWatch).watch(started.launched)
         self.launched_at[(started.storage, started.study_name)] = time.time() - 1.0  # a second of slack for clock rounding
         self.select_when_listed = (started.storage, started.study_name)  # optimize creates the study in a moment
         self.notify(f"{started.study_name}: its output goes to {started.launched.log_path}", title=f"study {how}")
@@ -102,12 +104,14 @@ class StudyActions:
         title = Text.assemble(("Resume ", "bold"), (printable(name), "bold"), " · started outside this app: check its flags and trials")
         app.call_from_thread(self._open_form, request, title)
 
-    def _check_launches(self) -> None:
-        """Report processes started here that ended (waitpid without blocking: no thread needed)."""
-        for started, code in self.tracker.ended():
-            name, log = started.study_name, started.launched.log_path
-            if code == ExitCode.FINISHED:
-                self.notify(f"{name} holds its trials (or reached --timeout); the summary is in {log}", title=f"{name} finished")
-            elif code != ExitCode.STOPPED:  # a stop is reported when the table shows the study stopped
-                line = started.launched.last_log_line() or f"exit code {code}"
-                self.notify(f"{line}\n(log: {log})", title=f"{name} exited", severity="error", timeout=15)
+    def on_process_watch_ended(self, message: ProcessWatch.Ended) -> None:
+        """Report a `gpt2tui optimize` started here that ended, and read the storages again."""
+        started = self.tracker.ended(message.launched)
+        if started is None:
+            return
+        name, log, code = started.study_name, started.launched.log_path, message.code
+        if code == ExitCode.FINISHED:
+            self.notify(f"{name} holds its trials (or reached --timeout); the summary is in {log}", title=f"{name} finished")
+        elif code != ExitCode.STOPPED:  # a stop is reported when the table shows the study stopped
+            self.notify(f"{message.last_line or f'exit code {code}'}\n(log: {log})", title=f"{name} exited", severity="error", timeout=15)
+        self.action_refresh()

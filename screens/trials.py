@@ -23,6 +23,7 @@ from gpt2core import study_read
 from gpt2core.states import StudyState
 from gpt2core.study_store import StudyError, storage_for_file
 from gpt2tui import study_launch
+from gpt2tui.widgets.process_watch import ProcessWatch
 from gpt2tui.widgets.trials_table import StudiesTable, TrialsTable
 from screens.base import ConsoleScreen
 from screens.study_actions import StudyActions
@@ -68,6 +69,7 @@ class TrialsScreen(StudyActions, ConsoleScreen):
         yield Input(placeholder="u: Optuna storage (sqlite:///x.db, a journal .log file, or an RDB URL), enter", id="storage", compact=True)
         yield StudiesTable(id="studies")
         yield TrialsTable(id="trials")
+        yield ProcessWatch()
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -86,7 +88,6 @@ class TrialsScreen(StudyActions, ConsoleScreen):
     # -- reading -----------------------------------------------------------------------------
 
     def action_refresh(self) -> None:
-        self._check_launches()
         self.list_studies(list(self.extra_storages))
         if self.current:
             self.read_trials(*self.current)

@@ -54,6 +54,16 @@ def micro_model(char_tokenizer):
     return GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
 
 
+@pytest.fixture
+def micro_checkpoint(tmp_path, micro_model, char_tokenizer):
+    """``micro_model`` saved as a run's checkpoint folder: tmp_path/checkpoints/demo, step 3, best."""
+    from gpt2core.checkpoint import CheckpointStore
+
+    folder = tmp_path / "checkpoints" / "demo"
+    CheckpointStore(folder).save(3, micro_model, char_tokenizer, is_best=True)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Run a module's tiny models on one thread: the micro model gains nothing from a second

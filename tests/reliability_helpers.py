@@ -1,4 +1,5 @@
-"""What the reliability tests share: real `gpt2tui` processes, file-tree snapshots, waiting.
+"""What the reliability tests share: real `gpt2tui` processes, file-tree snapshots, waiting, a
+run's events as written so far, and a small real file system to fill up.
 
 Two ways to start a real `gpt2tui train` process:
 
@@ -9,6 +10,8 @@ Two ways to start a real `gpt2tui train` process:
   (``gpt2tui.cli.main``) with its own file descriptors, so a SIGKILL or a resource limit hits
   it exactly as it would a cold one; it only skips the start-up, which lets a test kill
   dozens of trainers within its time budget.
+
+``finished(...)`` runs a cold one to its end and returns its exit code and output.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 # What every warm child needs, imported once in the forkserver (nothing runs there). pytest:
 # multiprocessing re-imports the parent's main script in each child, and under pytest that is pytest.
 _PRELOAD = [
-    "pytest", "gpt2tui.cli", "gpt2tui.commands.train", "gpt2tui.progress", "gpt2core.train", "gpt2core.defaults", "gpt2core.loading",
+    "pytest", "gpt2tui.cli", "gpt2tui.commands.train", "gpt2tui.commands.progress", "gpt2core.train", "gpt2core.defaults", "gpt2core.loading",
     "safetensors.torch", "sympy", "torch._dynamo", "torch._inductor", "numpy.random",
 ]  # fmt: skip
 
@@ -82,6 +86,13 @@ def cold(args: list[str], cwd: Path, *, env: dict | None = None, **popen) -> sub
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
     return subprocess.Popen([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, env=env, text=True, **popen)
+
+
+def finished(args: list[str], cwd: Path, *, env: dict | None = None, timeout: float = 300, **run) -> subprocess.CompletedProcess:
+    """`python -m gpt2tui ARGS` in ``cwd`` (``env`` added to ours) run to its end, its output
+    captured as text (``text=False``: as bytes; ``input``: what it reads on stdin)."""
+    run.setdefault("text", True)
+    return subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, timeout=timeout, **run)
 
 
 # -- warm processes ---------------------------------------------------------------------------------
@@ -201,3 +212,31 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: f
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(poll)
+
+
+def run_events(run_dir: Path) -> list[dict]:
+    """The events in a run's metrics.jsonl, skipping a line that is not whole: one cut short by
+    SIGKILL, or one being written while a test polls."""
+    events = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+@contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``64k``, ``2m``) mounted at a new ``mount_point`` for the block, to fill
+    up; the test is skipped where mounting is not allowed (it needs CAP_SYS_ADMIN)."""
+    import pytest
+
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -16,7 +16,7 @@ from gpt2tui.widgets.slider import Slider
 from gpt2tui.widgets.transcript import Transcript
 from gpt2tui.widgets.prompt_input import PromptInput
 from screens.chat import ChatScreen
-from tui_support import NoteLog, make_app, run, save_micro_checkpoint, wait_for
+from tui_support import open_console, run, save_micro_checkpoint, wait_for
 
 
 @pytest.fixture
@@ -49,9 +49,7 @@ def test_chat_loads_streams_recalls_regenerates_and_saves(project):
     random.seed(7)  # the seeds the chat draws for each reply
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             chat = await open_chat(pilot)
             picker = chat.query_one("#checkpoint-list", Select)
             await wait_for(pilot, lambda: len(picker._options) > 2, what="checkpoint options", timeout=30)
@@ -118,8 +116,7 @@ def test_escape_stops_a_streaming_reply(project):
             release.wait(timeout=30)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             chat = await open_chat(pilot, "checkpoints/micro-run")
             await wait_for(pilot, lambda: chat.model is not None, what="model loaded", timeout=30)
             chat.query_one(SamplerPanel).slider("max_new_tokens").value = 1000
@@ -156,9 +153,7 @@ def test_a_prompt_sent_while_the_model_loads_goes_once_it_is_loaded(project, mon
     monkeypatch.setattr(loading, "load_model_and_tokenizer", held_load)
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             chat = await open_chat(pilot, "checkpoints/micro-run")
             assert chat.model is None and chat.loading == "checkpoints/micro-run"
             await ask(pilot, chat, "The")
@@ -174,8 +169,7 @@ def test_a_prompt_sent_while_the_model_loads_goes_once_it_is_loaded(project, mon
 
 def test_sampler_keys_work_while_typing_and_typed_text_never_moves_a_slider(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             chat = await open_chat(pilot, "checkpoints/micro-run")
             panel = chat.query_one(SamplerPanel)
             prompt = chat.query_one(PromptInput)
@@ -230,9 +224,7 @@ def test_picker_names_what_is_loaded_and_each_turn_its_model(project):
     save_micro_checkpoint(project / "checkpoints" / "other-run", steps=(30,))
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             chat = await open_chat(pilot)
             picker = chat.query_one("#checkpoint-list", Select)
             await wait_for(pilot, lambda: len(picker._options) > 4, what="checkpoint options", timeout=30)
@@ -282,9 +274,7 @@ def test_checkpoints_that_do_not_load_are_notifications(project):
     (plain / "notes.txt").write_text("hello")
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             chat = await open_chat(pilot)
             for number, target in enumerate((truncated, project / "nowhere", plain), 1):
                 chat.load_checkpoint(str(target))
@@ -338,8 +328,7 @@ def test_prompt_and_reply_differ_without_colour(project, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             chat = await open_chat(pilot)
             assert app.no_color
             chat.query_one(Transcript).add_turn(Turn("The object", reply="e of it", outcome="2 tokens"))

@@ -12,21 +12,18 @@ import time
 import pytest
 from textual.widgets import DataTable
 
+from gpt2core.run_read import RunProgress
 from gpt2core.rundir import request_stop
-from gpt2tui.run_progress import RunProgress
 from gpt2tui.widgets.compare_chart import CompareChart, ComparedRun, run_look
 from reliability_helpers import train_flags
 from screen_support import screen_text
 from screens.compare import CompareScreen
-from tui_support import make_app, run, wait_for, write_run
+from tui_support import PROJECT_FOLDERS, open_console, project_folder, run, wait_for, write_run
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in ("runs", "checkpoints", "optuna_results"):
-        (tmp_path / name).mkdir()
-    return tmp_path
+    return project_folder(tmp_path, monkeypatch, *PROJECT_FOLDERS)
 
 
 def _step(step: int, tokens: int, elapsed: float, loss: float) -> dict:
@@ -63,8 +60,7 @@ def test_marked_runs_side_by_side_with_a_live_one_updating(project):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 2 and app.screen.runs["live"].state == "running", timeout=60, what="the live run")
             table.focus()

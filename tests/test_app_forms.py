@@ -9,16 +9,14 @@ from textual.widgets import Button, Input, Select
 
 from screens.new_run import NewRunScreen
 from screens.new_study import NewStudyScreen
-from tui_support import NoteLog, make_app, run, wait_for
+from tui_support import open_console, project_folder, run, typed_preview, wait_for
 
 import pytest
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs").mkdir()
-    return tmp_path
+    return project_folder(tmp_path, monkeypatch, "runs")
 
 
 def visible(app, widget) -> bool:
@@ -28,9 +26,7 @@ def visible(app, widget) -> bool:
 
 def test_long_flags_keep_the_buttons_and_tab_lands_only_on_visible_fields(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("n")
+        async with open_console(project, press=("n",)) as (app, pilot, notes):
             form = app.screen
             assert isinstance(form, NewRunScreen)
             form.query_one("#extra", Input).value = " ".join(["--d-model 32 --n-layer 2 --seed 1"] * 20)
@@ -54,10 +50,7 @@ def test_start_checks_the_data_like_the_trainer_and_keeps_the_form(project):
     (project / "ok.txt").write_text("hello world " * 50)
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("n")
+        async with open_console(project, press=("n",)) as (app, pilot, notes):
             form = app.screen
             problem = form.query_one("#form-problem")
             for data, expected in (("nowhere", "--data nowhere: no such file or directory"), ("binary.txt", "looks binary")):
@@ -75,16 +68,9 @@ def test_start_checks_the_data_like_the_trainer_and_keeps_the_form(project):
 
 def test_n_again_starts_from_the_last_form_and_start_from_becomes_init_from(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("n")
+        async with open_console(project, press=("n",)) as (app, pilot, notes):
             form = app.screen
-            form.query_one("#run_name", Input).value = "kept-name"
-            form.query_one("#preset", Select).value = "micro"
-            form.query_one("#max_steps", Input).value = "77"
-            form.query_one("#init_from", Input).value = "checkpoints/base/best"
-            await pilot.pause()
-            preview = str(form.query_one("#command-preview").render())
+            preview = await typed_preview(pilot, form, run_name="kept-name", preset="micro", max_steps="77", init_from="checkpoints/base/best")
             assert "--init-from checkpoints/base/best" in preview and "--max-steps 77" in preview
             await pilot.press("escape")
             await pilot.press("n")
@@ -100,9 +86,7 @@ def test_n_again_starts_from_the_last_form_and_start_from_becomes_init_from(proj
 
 def test_study_storage_shows_its_start_and_dropdowns_have_a_border(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f3", "n")
+        async with open_console(project, press=("f3", "n")) as (app, pilot, notes):
             form = app.screen
             assert isinstance(form, NewStudyScreen)
             storage = form.query_one("#storage", Input)

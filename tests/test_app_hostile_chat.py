@@ -9,8 +9,6 @@ under a hostile run name, so the replies are hostile too.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 from textual.widgets import Input, Select
@@ -19,10 +17,10 @@ from textual.widgets._toast import Toast
 from gpt2tui.text_safety import printable
 from gpt2tui.widgets.sampler_panel import SamplerPanel
 from gpt2tui.widgets.transcript import Transcript
-from reliability_helpers import train_flags
+from reliability_helpers import finished, train_flags
 from screens.chat import ChatScreen
 from screens.new_run import NewRunScreen
-from tui_support import NoteLog, make_app, run, wait_for
+from tui_support import open_console, run, typed_preview, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +45,7 @@ def project(tmp_path_factory):
     corpus.write_text(" ".join(HOSTILE * 60), encoding="utf-8")
     (root / "runs").mkdir()
     args = train_flags(root, steps=6, data=str(corpus), run_name=RUN_NAME)
-    done = subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=root, capture_output=True, text=True, timeout=180)
+    done = finished(args, root, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (root / "checkpoints" / RUN_NAME).is_dir()
     return root
@@ -57,10 +55,7 @@ def test_hostile_names_prompts_replies_paths_and_errors_show_as_typed(project, m
     monkeypatch.chdir(project)
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(120, 40), message_hook=notes, notifications=True) as pilot:
-            await pilot.press("f4")
+        async with open_console(project, size=(120, 40), press=("f4",), notifications=True) as (app, pilot, notes):
             chat = app.screen
             assert isinstance(chat, ChatScreen)
             picker = chat.query_one("#checkpoint-list", Select)
@@ -122,17 +117,10 @@ def test_hostile_form_fields_show_as_typed(project, monkeypatch):
     monkeypatch.chdir(project)
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("n")
+        async with open_console(project, press=("n",)) as (app, pilot, notes):
             form = app.screen
             assert isinstance(form, NewRunScreen)
-            form.query_one("#run_name", Input).value = "[@click=app.quit]x"
-            form.query_one("#init_from", Input).value = "[b]start[/b]"
-            form.query_one("#extra", Input).value = "--seed 1 '[link=x]y[/link]'"
-            await pilot.pause()
-            preview = plain(form.query_one("#command-preview"))
+            preview = await typed_preview(pilot, form, run_name="[@click=app.quit]x", init_from="[b]start[/b]", extra="--seed 1 '[link=x]y[/link]'")
             assert "[@click=app.quit]x" in preview and "--init-from '[b]start[/b]'" in preview and "[link=x]y[/link]" in preview
             form.query_one("#data", Input).value = "[/]nowhere[red]"
             await pilot.press("ctrl+s")

@@ -11,21 +11,18 @@ as typed, with no escape character reaching the terminal.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 from textual.widgets import DataTable
 
 from gpt2core.events import CheckpointEvent, FailedEvent, RunStarted, SampleEvent, WarningEvent
 from gpt2core.rundir import RunWriter
-from reliability_helpers import train_flags
+from reliability_helpers import finished, train_flags
 from screen_support import HOSTILE_NAME, HOSTILE_TEXTS, screen_text, shown
 from screens.compare import CompareScreen
 from screens.dashboard import Dashboard
-from tui_support import NoteLog, make_app, run, wait_for
+from tui_support import open_console, run, wait_for
 
 pytestmark = pytest.mark.slow
 SAMPLE = "".join(HOSTILE_TEXTS)
@@ -37,8 +34,7 @@ def trained(tmp_path_factory):
     resumed by a writer that appends hostile events and fails with a hostile message."""
     root = tmp_path_factory.mktemp("hostile")
     flags = train_flags(root, steps=12, eval_interval=4, sample_tokens=8, sample_prompt="[/] [b]", run_name=HOSTILE_NAME)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "gpt2tui", *flags], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    done = finished(flags, root, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = root / "runs" / HOSTILE_NAME
     assert '"type": "sample"' in (run_dir / "metrics.jsonl").read_text()
@@ -91,9 +87,7 @@ def assert_shows(app, *texts: str) -> None:
 
 def test_hostile_strings_show_as_typed_in_runs_dashboard_compare_and_trials(project):
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(120, 40), message_hook=notes) as pilot:
+        async with open_console(project, size=(120, 40)) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.sample is not None, timeout=15)

@@ -9,21 +9,18 @@ import sys
 import time
 
 import pytest
-from textual.widgets import DataTable, Input, Select
+from textual.widgets import DataTable, Input
 
 from gpt2core.events import StepEvent
 from gpt2tui.widgets.loss_chart import LossChart
 from gpt2tui.widgets.metric_tile import MetricTile
 from screens.dashboard import Dashboard
-from tui_support import NoteLog, loss_at, make_app, run, wait_for, write_run
+from tui_support import PROJECT_FOLDERS, loss_at, open_console, project_folder, run, typed_preview, wait_for, write_run
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    for name in ("runs", "checkpoints", "optuna_results"):
-        (tmp_path / name).mkdir()
-    return tmp_path
+    return project_folder(tmp_path, monkeypatch, *PROJECT_FOLDERS)
 
 
 def cell(table: DataTable, row: str, column: str) -> str:
@@ -41,8 +38,7 @@ def test_run_list_shows_every_run_with_its_state(project):
     )
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 4, what="four runs")
             states = {name: cell(table, name, "state") for name in ("done", "halted", "live", "dead")}
@@ -61,8 +57,7 @@ def test_dashboard_follows_a_live_run_and_new_runs_appear(project):
     writer = write_run(runs, "live", 20, finish=None, keep_open=True, max_steps=100, hours=2.0)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with open_console(project, size=(120, 40)) as (app, pilot, notes):
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.step == 20, what="step 20")
             assert app.screen.query_one("#tile-loss", MetricTile).value == f"{loss_at(20):.4g}"
@@ -98,8 +93,7 @@ def test_selecting_another_run_switches_the_dashboard(project):
     write_run(project / "runs", "second", 30, t0=time.time() - 100)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.run_name == "second")
             app.screen.query_one("#runs", DataTable).focus()
@@ -132,9 +126,7 @@ def test_stop_key_asks_a_live_run_to_stop(project):
     process = subprocess.Popen([sys.executable, "-c", script, str(project / "runs" / "held")])
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 1 and cell(table, "held", "state") == "running", what="running")
             await pilot.press("s")
@@ -152,22 +144,12 @@ def test_stop_key_asks_a_live_run_to_stop(project):
 
 def test_new_run_form_previews_the_exact_command(project):
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("n")
+        async with open_console(project, press=("n",)) as (app, pilot, notes):
             form = app.screen
-            form.query_one("#run_name", Input).value = "my-run"
-            form.query_one("#preset", Select).value = "micro"
-            form.query_one("#max_steps", Input).value = "50"
-            form.query_one("#extra", Input).value = "--seed 3"
-            await pilot.pause()
-            preview = str(form.query_one("#command-preview").render())
+            preview = await typed_preview(pilot, form, run_name="my-run", preset="micro", max_steps="50", extra="--seed 3")
             assert preview.startswith("gpt2tui train --run-name my-run --preset micro --max-steps 50")
             assert preview.endswith("--seed 3")
-            form.query_one("#extra", Input).value = "--data 'unclosed"
-            await pilot.pause()
-            assert "cannot read the extra flags" in str(form.query_one("#command-preview").render())
+            assert "cannot read the extra flags" in await typed_preview(pilot, form, extra="--data 'unclosed")
             await pilot.press("ctrl+s")
             assert "do not parse" in notes.text() and app.screen is form  # refused, form stays
             write_run(project / "runs", "taken", 1)
@@ -189,9 +171,7 @@ def test_resume_and_chat_keys_need_a_suitable_run(project):
     write_run(project / "runs", "fresh", 5, t0=time.time() - 100)  # no checkpoint event yet
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: table.row_count == 2 and dashboard.progress is not None and dashboard.progress.run_name == "fresh")
@@ -220,8 +200,7 @@ def test_markup_like_names_and_errors_are_shown_as_typed(project):
     writer.close(state="failed", message="data [/x] went missing [bold]")
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(120, 40)) as pilot:
+        async with open_console(project, size=(120, 40)) as (app, pilot, notes):
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.run_name == "exp[red]", what="the run")
             await pilot.pause()
@@ -256,8 +235,7 @@ def test_every_part_of_the_dashboard_is_reachable_from_the_keyboard_at_80x24(pro
     _many_checkpoints(runs, "main", 20)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: table.row_count == 6 and dashboard.progress is not None and len(dashboard.progress.checkpoints) == 26)
@@ -304,8 +282,7 @@ def test_the_checkpoints_tab_lists_all_of_them_at_120x50(project):
     _many_checkpoints(project / "runs", "main", 20)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(120, 50)) as pilot:
+        async with open_console(project, size=(120, 50)) as (app, pilot, notes):
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and len(dashboard.progress.checkpoints) == 26)
             await pilot.press("t", "t", "t")
@@ -317,22 +294,22 @@ def test_the_checkpoints_tab_lists_all_of_them_at_120x50(project):
 
 
 def test_eta_and_time_name_the_limit_that_ends_the_run(project):
-    """A step-limited run with a long budget: no 'ends at the time budget' before its speed is
-    known, then the step limit; the time row says the budget is not what ends it."""
+    """A step-limited run with a long budget: no 'ends at the time budget' before the trainer has
+    measured its speed, then the step limit; the time row says the budget is not what ends it.
+    The step records carry the trainer's estimate (RunPlan.eta_s at 1 s a step)."""
     from gpt2core.events import RunStarted
 
     writer = write_run(project / "runs", "steps", 0, finish=None, keep_open=True, max_steps=1000, hours=12.0)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.max_steps == 1000)
             eta = str(app.screen.query_one("#eta").render())
             assert "time budget" not in eta and "measuring speed" in eta
             for step in range(1, 6):
                 writer.on_event(StepEvent(step=step, epoch=0.0, loss=3.0, lr=1e-3, grad_norm=1.0, tokens_per_sec=1.0, mfu=None,
-                                          elapsed_s=float(step), eta_s=None, time=time.time() - 5 + step))  # fmt: skip
+                                          elapsed_s=float(step), eta_s=1000.0 - step, time=time.time() - 5 + step))  # fmt: skip
             await wait_for(pilot, lambda: dashboard.progress.step == 5)
             await pilot.pause(0.2)
             assert "ends at the step limit" in str(app.screen.query_one("#eta").render())
@@ -342,7 +319,7 @@ def test_eta_and_time_name_the_limit_that_ends_the_run(project):
             writer.on_event(RunStarted(run_name="steps", config={}, device="cpu", num_params=1, max_steps=100000, max_training_hours=0.01))
             for step in range(6, 9):
                 writer.on_event(StepEvent(step=step, epoch=0.0, loss=3.0, lr=1e-3, grad_norm=1.0, tokens_per_sec=1.0, mfu=None,
-                                          elapsed_s=float(step), eta_s=None, time=time.time() - 9 + step))  # fmt: skip
+                                          elapsed_s=float(step), eta_s=36.0 - step, time=time.time() - 9 + step))  # fmt: skip
             await wait_for(pilot, lambda: dashboard.progress.step == 8 and dashboard.progress.max_training_hours == 0.01)
             await pilot.pause(0.2)
             assert "ends at the time budget" in str(app.screen.query_one("#eta").render())
@@ -358,8 +335,7 @@ def test_the_list_and_the_dashboard_show_one_step(project):
     writer = write_run(project / "runs", "live", 10, finish=None, keep_open=True)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             table = app.screen.query_one("#runs", DataTable)
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None and dashboard.progress.step == 10)
@@ -387,8 +363,7 @@ def test_sparklines_stay_visible_with_no_color(project, monkeypatch):
     write_run(project / "runs", "main", 30)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             assert app.no_color
             dashboard = app.screen.query_one(Dashboard)
             await wait_for(pilot, lambda: dashboard.progress is not None)

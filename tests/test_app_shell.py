@@ -21,22 +21,19 @@ from screens.chat import ChatScreen
 from screens.help import HelpScreen, help_sections
 from screens.runs import RunsScreen
 from screens.trials import TrialsScreen
-from tui_support import make_app, run, save_micro_checkpoint, wait_for, write_run
+from tui_support import make_app, open_console, project_folder, run, save_micro_checkpoint, wait_for, write_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "runs").mkdir()
-    return tmp_path
+    return project_folder(tmp_path, monkeypatch, "runs")
 
 
 def test_mode_keys_help_and_quit(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             assert isinstance(app.screen, RunsScreen)
             for keys, screen_type in ((("f3",), TrialsScreen), (("f4",), ChatScreen), (("f2",), RunsScreen)):
                 await pilot.press(*keys)
@@ -66,9 +63,7 @@ def test_mode_keys_help_and_quit(project):
 
 def test_help_lists_every_binding_of_every_screen(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("f1")
+        async with open_console(project, size=(120, 40), press=("f1",)) as (app, pilot, notes):
             table = app.screen.keys_table()
             shown = [str(cell) for cell in table.columns[2].cells]
             expected = [description for _, rows in help_sections(app) for _, description, _ in rows]
@@ -96,9 +91,7 @@ def test_help_wraps_at_80_columns_and_home_goes_to_the_top(project):
     from rich.console import Console
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f1")
+        async with open_console(project, press=("f1",)) as (app, pilot, notes):
             help_screen = app.screen
             assert help_screen.query_one("#help-title").region.height == 1
             body_view = help_screen.query_one("#help-body")
@@ -121,8 +114,7 @@ def test_help_wraps_at_80_columns_and_home_goes_to_the_top(project):
 
 def test_command_palette_reaches_screen_actions(project):
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             titles = [c.title for c in app.get_system_commands(app.screen)]
             for title in ("Go to optuna trials", "Start a new training run (a form shows the command)", "Help: all keys",
                           "Trials: Sort trials by the column under the cursor (again: reverse)", "Chat: Sampler: temperature up"):  # fmt: skip
@@ -179,8 +171,7 @@ def test_resizing_keeps_every_screen_usable(project):
     save_micro_checkpoint(project / "checkpoints" / "sized")
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             await wait_for(pilot, lambda: app.screen.query_one("#runs", DataTable).row_count == 1)
             for size in ((120, 40), (60, 20), (80, 24)):
                 await pilot.resize_terminal(*size)
@@ -261,8 +252,7 @@ def test_no_color_and_16_colours_still_show_states(project, monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
+        async with open_console(project) as (app, pilot, notes):
             assert app.no_color
             table = app.screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 1)

@@ -25,7 +25,7 @@ from gpt2core import study_read
 from gpt2tui import study_launch
 from screens.new_study import NewStudyScreen
 from screens.trials import TrialsScreen
-from tui_support import NoteLog, make_app, run, wait_for
+from tui_support import fill, open_console, run, wait_for
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,18 +53,9 @@ def load(project, name: str):
     return optuna.load_study(study_name=name, storage=open_storage(resolve_storage(None, name, project / "optuna_results")))
 
 
-def fill(form: NewStudyScreen, **values: str) -> None:
-    for name, value in values.items():
-        widget = form.query_one(f"#{name}")
-        widget.value = value
-
-
 def test_start_watch_stop_and_resume_a_study(project):
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(100, 30), message_hook=notes) as pilot:
-            await pilot.press("f3", "n")
+        async with open_console(project, size=(100, 30), press=("f3", "n")) as (app, pilot, notes):
             form = app.screen
             assert isinstance(form, NewStudyScreen)
             extra = f"--eval-iters 1 --log-interval 1 --cache-dir {shlex.quote(str(project / 'cache'))}"
@@ -121,10 +112,7 @@ def test_the_form_checks_what_it_starts(project):
     optuna.create_study(study_name="old", storage=open_storage(resolve_storage(None, "old", project / "optuna_results")))
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             await wait_for(pilot, lambda: len(screen.studies) == 1, what="the study")
             await pilot.press("n")
@@ -163,9 +151,7 @@ def test_resuming_a_study_started_elsewhere_offers_its_options(project):
     study.tell(done, 2.5)
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             await wait_for(pilot, lambda: study_state(screen) == "done", what="the study")
             await pilot.press("r")

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Input
 from gpt2core import study_read
 from gpt2core.study_store import StudyError
 from screens.trials import TrialsScreen
-from tui_support import NoteLog, make_app, run, wait_for
+from tui_support import open_console, run, wait_for
 
 
 def objective(trial):
@@ -55,9 +55,7 @@ def test_studies_from_sqlite_and_journal_with_a_live_sortable_trials_table(proje
     import optuna
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(120, 40)) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, size=(120, 40), press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             assert isinstance(screen, TrialsScreen)
             studies = screen.query_one("#studies", DataTable)
@@ -107,10 +105,7 @@ def test_a_storage_typed_in_and_a_broken_one(project):
     (project / "optuna_results" / "junk.db").write_text("this is not sqlite")
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             studies = screen.query_one("#studies", DataTable)
             await wait_for(pilot, lambda: studies.row_count == 1 and notes.errors(), what="one study and an error")
@@ -193,10 +188,7 @@ def test_enter_opens_a_trials_run_and_each_study_starts_unsorted(project):
     walk.optimize(recorded, n_trials=4)
 
     async def body():
-        notes = NoteLog()
-        app = make_app(project)
-        async with app.run_test(size=(80, 24), message_hook=notes) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             studies = screen.query_one("#studies", DataTable)
             trials = screen.query_one("#trials", DataTable)
@@ -239,9 +231,7 @@ def test_a_study_started_here_reads_finishing_not_starting_after_its_trials(proj
     from gpt2tui import launch, study_launch
 
     async def body():
-        app = make_app(project)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             studies = screen.query_one("#studies", DataTable)
             await wait_for(pilot, lambda: studies.row_count == 2)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gpt2core.checkpoint import CheckpointStore
 from gpt2core.config import SampleConfig, preset
-from gpt2core.generate import stream_text
+from gpt2core.generation import stream_text
 from gpt2core.model import GPT
 from gpt2tui.cli import cli
 from gpt2tui.commands.generate import ctrl_c_sets
@@ -157,7 +157,7 @@ def test_interactive_quits_on_command(run_dir):
     result = invoke("-c", str(path), "-i", input="/help\n/quit\nnever generated\n")
     assert result.exit_code == 0
     assert result.stdout == ""
-    assert "/temperature 0.7" in result.stderr
+    assert "/temperature 0.8" in result.stderr  # /help shows each setting with its default
 
 
 def test_ctrl_c_sets_the_stop_event_instead_of_raising():

@@ -27,7 +27,7 @@ from gpt2core.checkpoint import CheckpointStore, load_checkpoint, load_trainer_s
 from gpt2core.defaults import config_for_resume
 from gpt2core.train import train
 from gpt2tui.cli import cli
-from gpt2tui.distributed_launch import LaunchPlan, pop_launch_plan
+from gpt2tui.commands.distributed_launch import LaunchPlan, pop_launch_plan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -260,7 +260,7 @@ def test_a_rank_that_dies_fails_the_job_in_bounded_time(tmp_path):
 def test_the_dashboard_shows_world_size_and_per_rank_speed(two_rank_run):
     from textual.app import App
 
-    from gpt2tui.run_progress import RunProgress
+    from gpt2core.run_read import RunProgress
     from screens.dashboard import Dashboard
 
     root, done = two_rank_run
@@ -291,7 +291,7 @@ def test_the_dashboard_shows_world_size_and_per_rank_speed(two_rank_run):
 
 def test_forwarded_flags_repeat_what_was_given():
     from gpt2tui.commands.train import train as train_command
-    from gpt2tui.distributed_launch import forwarded_args
+    from gpt2tui.commands.distributed_launch import forwarded_args
 
     given = ["--data", "a.txt", "--data", "b.txt", "--lr", "0.01", "--no-tensorboard", "--plain", "--betas", "0.8,0.9", "--nproc", "2", "--run-name", "x"]
     ctx = train_command.make_context("train", given)

@@ -10,15 +10,14 @@ loss on that batch.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from reliability_helpers import finished
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -55,8 +54,7 @@ def corpus_text() -> str:
 
 
 def gpt2tui(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GPT2TUI_CACHE_DIR": str(cwd / "cache"), "HF_HOME": str(cwd / "hf-home")}
-    done = subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    done = finished(list(args), cwd, env={"HF_HUB_OFFLINE": "1", "GPT2TUI_CACHE_DIR": str(cwd / "cache"), "HF_HOME": str(cwd / "hf-home")}, timeout=240)
     if check:
         assert done.returncode == 0, done.stderr[-3000:]
     return done

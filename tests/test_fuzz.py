@@ -34,8 +34,9 @@ from gpt2core.checkpoint import (
     verify_checkpoint,
 )
 from gpt2core.errors import CheckpointError
-from gpt2core.generate import filter_logits, sample_next_token
+from gpt2core.generation import filter_logits, sample_next_token
 from gpt2core.tokenizer import EOS_TOKEN
+from tokenizer_support import assert_streams_whole_characters, stream_pieces
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
@@ -76,18 +77,14 @@ def test_gpt2_kind_round_trips_special_and_odd_characters(gpt2_kind, parts):
 @FUZZ
 @given(text=st.text(max_size=200))
 def test_gpt2_kind_streaming_never_shows_a_broken_character(gpt2_kind, text):
-    decoder = gpt2_kind.stream_decoder()
-    pieces = [decoder.feed(i) for i in gpt2_kind.encode(text)] + [decoder.flush()]
-    assert "".join(pieces) == text
-    assert sum(p.count("\ufffd") for p in pieces) == text.count("\ufffd")
+    assert_streams_whole_characters(gpt2_kind, text)
 
 
 @FUZZ
 @given(data=st.data())
 def test_gpt2_kind_streaming_any_ids_equals_the_whole_decode(gpt2_kind, data):
     ids = data.draw(st.lists(st.integers(0, gpt2_kind.vocab_size - 1), max_size=60))
-    decoder = gpt2_kind.stream_decoder()
-    assert "".join([decoder.feed(i) for i in ids] + [decoder.flush()]) == gpt2_kind.decode(ids)
+    assert "".join(stream_pieces(gpt2_kind, ids)) == gpt2_kind.decode(ids)
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -302,7 +299,7 @@ def saved_with_state(tmp_path_factory, char_tokenizer):
 @given(raw=st.one_of(untrusted_bytes, st.fixed_dictionaries({"format_version": st.just(1), "state": json_values}).map(lambda v: json.dumps(v).encode())))
 def test_trainer_state_reader_raises_only_checkpoint_errors(saved_with_state, raw):
     from gpt2core.checkpoint import load_trainer_state
-    from gpt2core.train import check_trainer_state
+    from gpt2core.checkpoint import check_trainer_state
 
     path = saved_with_state / "trainer_state.json"
     original = path.read_bytes()

@@ -10,7 +10,7 @@ import torch
 
 from gpt2core.config import SampleConfig, preset
 from gpt2core.errors import ConfigError
-from gpt2core.generate import (
+from gpt2core.generation import (
     REFILL_FRACTION,
     apply_repetition_penalty,
     filter_logits,
@@ -244,18 +244,28 @@ def test_stop_event_ends_generation(micro_model):
 def test_gpt2core_generate_is_the_function_even_after_importing_the_module():
     code = (
         "import inspect, torch\n"
-        "from gpt2core.generate import stream_text\n"
+        "from gpt2core.generation import stream_text\n"
         "import gpt2core\n"
         "from gpt2core.config import preset\n"
         "from gpt2core.model import GPT\n"
         "m = GPT(preset('micro')).eval()\n"
         "out = gpt2core.generate(m, torch.zeros(1, 2, dtype=torch.long), max_new_tokens=3, temperature=0)\n"
-        "print(tuple(out.shape), list(inspect.signature(gpt2core.generate).parameters))\n"
+        "params = inspect.signature(gpt2core.generate).parameters.values()\n"
+        "print(inspect.isfunction(gpt2core.generate), tuple(out.shape))\n"
+        "print([p.name for p in params if p.kind is p.KEYWORD_ONLY])\n"
+        "print([p.kind for p in params if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL)])\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == (
-        "(1, 3) ['model', 'idx', 'max_new_tokens', 'temperature', 'top_k', 'top_p', 'repetition_penalty', 'seed', 'more']"
-    )
+    assert result.stdout.splitlines() == [
+        "True (1, 3)",
+        "['min_p', 'repetition_window', 'eos_id', 'generator', 'stop_event', 'vocab_limit', 'precision']",
+        "[]",
+    ]
+
+
+def test_generate_refuses_an_unknown_keyword(micro_model):
+    with pytest.raises(TypeError, match="top_q"):
+        generate(micro_model, torch.zeros(1, 2, dtype=torch.long), max_new_tokens=1, top_q=0.5)
 
 
 # -- stream_text() -----------------------------------------------------------------------------------

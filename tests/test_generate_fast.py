@@ -1,18 +1,28 @@
-"""The fast generation path: the weights' precision, the bf16 copy of a model, the partial sort
-behind top-p, and `gpt2tui generate --precision` in a real process."""
+"""The fast generation path: the weights' precision, the bf16 copy of a model with its linear
+weights prepacked for oneDNN, the partial sort behind top-p, and `gpt2tui generate --precision`
+in a real process."""
 
+import copy
 import subprocess
 import sys
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
+from gpt2core import generation
 from gpt2core.checkpoint import CheckpointStore
 from gpt2core.config import preset
+from gpt2core.cpu_linear import PackedLinear, can_pack
 from gpt2core.errors import ConfigError
-from gpt2core.generate import CPU_BF16_MIN_PARAMS, TOP_P_PARTIAL, filter_logits, generate, inference_model, inference_precision
+from gpt2core.generation import CPU_BF16_MIN_PARAMS, TOP_P_PARTIAL, filter_logits, generate, inference_model, inference_precision
 from gpt2core.model import GPT
+
+# Whether this machine's CPU runs the packed bf16 path (AMX, through oneDNN); the tests below
+# check the packed path where it exists and the plain bf16 copy where it does not.
+PACKS = can_pack(torch.device("cpu"), torch.bfloat16)
+needs_packing = pytest.mark.skipif(not PACKS, reason="this CPU has no native bf16 for oneDNN to pack for")
 
 
 @pytest.fixture
@@ -65,7 +75,11 @@ def test_the_bf16_copy_is_made_once_tied_and_remade_when_the_weights_change(shar
     assert twin is not sharp_model and not twin.training and sharp_model.training  # the original keeps its mode
     assert {p.dtype for p in twin.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in sharp_model.parameters()} == {torch.float32}
-    assert twin.lm_head.weight is twin.transformer.wte.weight
+    if PACKS:  # every linear packed, the head from the embedding, which keeps its plain layout
+        assert not any(isinstance(m, nn.Linear) for m in twin.modules())
+        assert isinstance(twin.lm_head, PackedLinear) and twin.lm_head.packed.is_mkldnn
+    else:
+        assert twin.lm_head.weight is twin.transformer.wte.weight
     assert torch.equal(twin.transformer.wte.weight, sharp_model.transformer.wte.weight.bfloat16())
     assert inference_model(sharp_model, "bf16") is twin  # kept, not rebuilt per call
     with torch.no_grad():
@@ -79,10 +93,59 @@ def test_the_bf16_copy_is_made_once_tied_and_remade_when_the_weights_change(shar
 def test_bf16_generation_runs_on_bf16_weights_with_the_cache(sharp_model):
     idx = torch.randint(0, sharp_model.config.vocab_size, (2, 9), generator=torch.Generator().manual_seed(1))
     got = generate(sharp_model, idx, max_new_tokens=20, temperature=0, repetition_penalty=1.0, precision="bf16")
-    # The same tokens as full forwards of the bf16 copy: the cached bf16 path is the model in bf16.
-    assert torch.equal(got, greedy_by_full_forwards(inference_model(sharp_model, "bf16"), idx, 20))
+    # The same tokens as full forwards of a plain bf16 copy (nn.Linear, no cache): the cached,
+    # packed path computes the model in bf16, nothing else.
+    plain = copy.deepcopy(sharp_model).to(torch.bfloat16)
+    assert torch.equal(got, greedy_by_full_forwards(plain, idx, 20))
     fp32 = generate(sharp_model, idx, max_new_tokens=20, temperature=0, repetition_penalty=1.0, precision="fp32")
     assert torch.equal(fp32, greedy_by_full_forwards(sharp_model, idx, 20))
+
+
+@needs_packing
+@pytest.mark.parametrize("shape, bias", [((1, 1, 48), True), ((3, 7, 48), True), ((2, 5, 48), False)])
+def test_a_packed_linear_gives_exactly_the_numbers_of_nn_linear_in_bf16(shape, bias):
+    torch.manual_seed(2)
+    linear = nn.Linear(48, 200, bias=bias).to(torch.bfloat16)
+    x = torch.randn(*shape).to(torch.bfloat16)  # one decoded row, a prefill, a batch
+    with torch.inference_mode():
+        assert torch.equal(PackedLinear(linear)(x), linear(x))
+
+
+def test_bf16_logits_are_finite_and_close_to_fp32(sharp_model):
+    idx = torch.randint(0, sharp_model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        exact = sharp_model(idx)[0].float()  # (B, T, V)
+        fast = inference_model(sharp_model, "bf16")(idx)[0].float()
+    assert torch.isfinite(fast).all()
+    spread = exact.std().item()
+    assert (fast - exact).abs().max().item() < 0.1 * spread  # bf16 rounding, not a different model
+    assert (fast.argmax(-1) == exact.argmax(-1)).float().mean().item() > 0.9
+
+
+@pytest.mark.parametrize("answer", ["0", "1"])
+def test_a_cpu_without_native_bf16_never_gets_bf16_or_packing(monkeypatch, sharp_model, answer):
+    monkeypatch.setenv("GPT2TUI_CPU_BF16", answer)  # "0": what an AVX2-only CPU answers
+    monkeypatch.setattr(generation, "CPU_BF16_MIN_PARAMS", 0)  # as if the micro model were 124M
+    runner = inference_model(sharp_model, "auto")
+    if answer == "0":
+        assert runner is sharp_model  # fp32 weights, nn.Linear: nothing copied, nothing packed
+        assert not can_pack(torch.device("cpu"), torch.bfloat16)
+        plain = inference_model(sharp_model, "bf16")  # asked for by name: given, but not packed
+        assert isinstance(plain.lm_head, nn.Linear) and plain.lm_head.weight.dtype == torch.bfloat16
+    else:
+        assert runner.transformer.wte.weight.dtype == torch.bfloat16
+        assert isinstance(runner.lm_head, PackedLinear) == PACKS
+    assert not can_pack(torch.device("cpu"), torch.float32)  # fp32 stays nn.Linear: transformers' exact numbers
+    assert not can_pack(torch.device("meta"), torch.bfloat16)
+
+
+def test_avx512_bf16_without_amx_keeps_the_plain_bf16_copy(monkeypatch, sharp_model):
+    # The flags of last round's AMD EPYC, where the packed product measured slower than the plain one.
+    monkeypatch.setattr("gpt2core.cpu_linear.cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    monkeypatch.setenv("GPT2TUI_CPU_BF16", "1")
+    assert not can_pack(torch.device("cpu"), torch.bfloat16)
+    twin = inference_model(sharp_model, "bf16")
+    assert isinstance(twin.lm_head, nn.Linear) and twin.lm_head.weight is twin.transformer.wte.weight
 
 
 def test_sampling_with_a_seed_repeats_in_bf16(sharp_model):

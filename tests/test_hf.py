@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel  # noqa: E40
 from gpt2core.checkpoint import CheckpointStore  # noqa: E402
 from gpt2core.config import ModelConfig, preset  # noqa: E402
 from gpt2core.errors import CheckpointError, HubUnavailableError  # noqa: E402
-from gpt2core.generate import generate  # noqa: E402
+from gpt2core.generation import generate  # noqa: E402
 from gpt2core.hf import export_hf, load_hf, model_config_from_hf  # noqa: E402
 from gpt2core.loading import load_model, load_model_and_tokenizer  # noqa: E402
 from gpt2core.model import GPT  # noqa: E402

@@ -21,11 +21,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from reliability_helpers import finished
 from safetensors.torch import load_file, save_file
 from train_helpers import dirs, tiny_config
 
@@ -75,8 +75,7 @@ def edit_json(path: Path, edit) -> None:
 
 def gpt2tui(args: list[str], cwd: Path, *, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m gpt2tui ARGS` as a user runs it."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "GPT2TUI_CACHE_DIR": str(cwd / "user-cache"), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return finished(args, cwd, env={"OMP_NUM_THREADS": "1", "GPT2TUI_CACHE_DIR": str(cwd / "user-cache"), **(env or {})}, timeout=timeout)
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:

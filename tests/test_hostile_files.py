@@ -18,11 +18,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
+from reliability_helpers import finished, tmpfs
 
 from gpt2core.study_store import repair_journal
 
@@ -30,8 +30,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def gpt2tui(args: list[str], cwd: Path, *, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GPT2TUI_CACHE_DIR": str(cwd / "user-cache"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, input=input)
+    env = {"OMP_NUM_THREADS": "1", "GPT2TUI_CACHE_DIR": str(cwd / "user-cache"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return finished(args, cwd, env=env, timeout=timeout, input=input)
 
 
 def assert_refused(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -210,12 +210,7 @@ def test_a_fifo_or_device_as_data_says_not_a_regular_file(tmp_path, corpus_dir, 
 
 
 def test_a_full_token_cache_says_no_space_left_on_device(tmp_path, corpus_dir):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "64k") as small:
         corpus = tmp_path / "big.txt"
         corpus.write_text("".join(f"line {i} of a corpus too big for its cache\n" for i in range(20_000)))  # ~900 KB of tokens
         flags = run_flags(corpus_dir, tmp_path)
@@ -225,6 +220,4 @@ def test_a_full_token_cache_says_no_space_left_on_device(tmp_path, corpus_dir):
         line = assert_refused(proc, "no space left on device", str(small))
         assert "requested and" not in line
         assert not [p for p in small.rglob("*") if p.is_file() and p.suffix == ".bin"]  # no half-written token files left
-    finally:
-        subprocess.run(["umount", "-l", str(small)], capture_output=True)
-        shutil.rmtree(small, ignore_errors=True)
+    shutil.rmtree(small, ignore_errors=True)

@@ -40,6 +40,6 @@ def test_the_specification_names_are_our_configs():
 
 
 def test_run_listing_does_not_import_torch():
-    # The console lists runs on its first screen; torch must not load for that.
-    loaded = _modules_after("import gpt2core.rundir, gpt2core.events")
+    # The console lists runs on its first screen and reads the selected one; torch must not load for that.
+    loaded = _modules_after("import gpt2core.rundir, gpt2core.events, gpt2core.run_read")
     assert "torch" not in loaded

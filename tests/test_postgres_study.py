@@ -129,7 +129,7 @@ def test_the_consoles_trials_screen_reads_a_postgresql_study(tmp_path, monkeypat
     from textual.widgets import DataTable, Input
 
     from screens.trials import TrialsScreen
-    from tui_support import make_app, run, wait_for
+    from tui_support import open_console, run, wait_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name="on-pg", storage=pg_url, sampler=optuna.samplers.RandomSampler(seed=0))
@@ -137,9 +137,7 @@ def test_the_consoles_trials_screen_reads_a_postgresql_study(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
 
     async def body():
-        app = make_app(tmp_path)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("f3")
+        async with open_console(tmp_path, press=("f3",)) as (app, pilot, notes):
             screen = app.screen
             assert isinstance(screen, TrialsScreen)
             await pilot.press("u")

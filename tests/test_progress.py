@@ -1,4 +1,4 @@
-"""The terminal views of `gpt2tui train` (gpt2tui/progress.py): text from the model or the user
+"""The terminal views of `gpt2tui train` (gpt2tui/commands/progress.py): text from the model or the user
 is shown as typed, never read as Rich markup (a sample with "[/b]" once failed the whole run)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 
 from gpt2core.events import CheckpointEvent, EvalEvent, RunStarted, SampleEvent, StepEvent, WarningEvent
-from gpt2tui.progress import LiveView, PlainLog
+from gpt2tui.commands.progress import LiveView, PlainLog
 
 TRICKY = "[/b] closing tag, [red]colour[/red] and [link=x]"
 

@@ -27,7 +27,7 @@ from test_app_shell import _read_until
 from textual.widgets import DataTable, Input
 from tui_support import (
     NoteLog,
-    make_app,
+    open_console,
     run,
     save_micro_checkpoint,
     wait_for,
@@ -73,8 +73,7 @@ def test_listing_runs_fails_then_recovers(project, monkeypatch):
     monkeypatch.setattr("screens.runs.list_runs", _boom)
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             await wait_for(pilot, lambda: _failed(notes, "listing runs"), what="the error")
             monkeypatch.undo()  # the next refresh (every 2 s) works
             await _still_usable(pilot)
@@ -93,8 +92,7 @@ def test_reading_metrics_fails_then_another_run_is_followed(project, monkeypatch
     monkeypatch.setattr(MetricsTail, "read_new", fail_for_second)
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             screen = pilot.app.screen
             table = screen.query_one("#runs", DataTable)
             await wait_for(pilot, lambda: table.row_count == 2 and screen.selected == "second", what="the newest run selected")
@@ -118,8 +116,7 @@ def test_a_metrics_record_of_the_wrong_types_is_skipped(project):
     metrics.write_text("\n".join(lines) + "\n")
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             screen = pilot.app.screen
             dashboard = screen.query_one("#dashboard")
             await wait_for(pilot, lambda: screen.selected == "second" and dashboard.progress is not None and dashboard.progress.step == 25, what="the whole run")
@@ -132,9 +129,7 @@ def test_listing_checkpoints_fails_and_a_typed_path_still_loads(project, monkeyp
     monkeypatch.setattr("gpt2core.checkpoint.CheckpointStore.steps", _boom)
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
-            await pilot.press("f4")
+        async with open_console(project, size=(100, 30), press=("f4",)) as (app, pilot, notes):
             chat = pilot.app.screen
             await wait_for(pilot, lambda: _failed(notes, "listing checkpoints"), what="the error")
             monkeypatch.undo()
@@ -157,10 +152,9 @@ async def _chat_with_a_model(pilot, project: Path) -> ChatScreen:
 
 def test_generation_fails_and_the_next_prompt_works(project, monkeypatch):
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             chat = await _chat_with_a_model(pilot, project)
-            monkeypatch.setattr(importlib.import_module("gpt2core.generate"), "stream_text", _boom)
+            monkeypatch.setattr(importlib.import_module("gpt2core.generation"), "stream_text", _boom)
             for attempt in ("first try", "second try"):
                 chat.query_one("#prompt").focus()
                 await pilot.press(*"Hi", "enter")
@@ -180,8 +174,7 @@ def test_saving_the_transcript_where_it_cannot_go_then_where_it_can(project):
     blocker.write_text("not a folder")
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
+        async with open_console(project, size=(100, 30)) as (app, pilot, notes):
             chat = await _chat_with_a_model(pilot, project)
             chat.query_one("#prompt").focus()
             await pilot.press(*"Hi", "enter")
@@ -200,9 +193,7 @@ def test_listing_studies_fails_then_recovers(project, monkeypatch):
     monkeypatch.setattr("gpt2core.study_read.list_studies", _boom)
 
     async def body():
-        notes = NoteLog()
-        async with make_app(project).run_test(size=(100, 30), message_hook=notes) as pilot:
-            await pilot.press("f3")
+        async with open_console(project, size=(100, 30), press=("f3",)) as (app, pilot, notes):
             await wait_for(pilot, lambda: _failed(notes, "listing studies"), what="the error")
             monkeypatch.undo()
             await _still_usable(pilot)
@@ -230,7 +221,7 @@ def test_watching_runs_never_writes_into_them(project):
         before = snapshot(*watched)
 
         async def body():
-            async with make_app(project).run_test(size=(100, 30)) as pilot:
+            async with open_console(project, size=(100, 30)) as (app, pilot, notes):
                 table = pilot.app.screen.query_one("#runs", DataTable)
                 await wait_for(pilot, lambda: table.row_count == 3, what="three runs")
                 assert str(table.get_cell("live", "state")) == "running"

@@ -54,6 +54,14 @@ def _train(*extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _generate(*extra: str) -> list[str]:
+    return ["generate", "-c", "existing", "-p", "x", *extra]
+
+
+def _evaluate(*extra: str) -> list[str]:
+    return ["evaluate", "--checkpoint", "existing", *extra]
+
+
 def _optimize(*extra: str) -> list[str]:
     return ["optimize", "--preset", "micro", "--tokenizer", "char", "--data", "corpus.txt", "--cache-dir", "cache",
             "--context-length", "32", "--max-steps", "2", "--device", "cpu", "--n-trials", "1", *extra]  # fmt: skip
@@ -111,25 +119,25 @@ CASES = [
     ("generate: non-UTF-8 prompt", ["generate", "-c", "existing", "-p", "caf\udce9"], 1, "the --prompt text is not valid UTF-8"),
     ("generate: non-UTF-8 prompt file", ["generate", "-c", "existing", "--prompt-file", "latin1.txt"], 1, "is not valid UTF-8 text (byte 0xe9"),
     ("generate: missing prompt file", ["generate", "-c", "existing", "--prompt-file", "nope.txt"], 1, "cannot read prompt file nope.txt"),
-    ("generate: prompt and prompt file", ["generate", "-c", "existing", "-p", "x", "--prompt-file", "corpus.txt"], 2, "give --prompt or --prompt-file, not both"),
+    ("generate: prompt and prompt file", _generate("--prompt-file", "corpus.txt"), 2, "give --prompt or --prompt-file, not both"),
     ("generate: stdin prompt in a REPL", ["generate", "-c", "existing", "-i", "-p", "-"], 2, "--interactive needs"),
-    ("generate: zero tokens", ["generate", "-c", "existing", "-p", "x", "-n", "0"], 1, "max_new_tokens must be at least 1"),
-    ("generate: negative temperature", ["generate", "-c", "existing", "-p", "x", "-t", "-1"], 1, "temperature must be 0 (greedy) or positive"),
-    ("generate: top-p above 1", ["generate", "-c", "existing", "-p", "x", "--top-p", "2"], 1, "top_p must be in (0, 1]"),
-    ("generate: negative top-k", ["generate", "-c", "existing", "-p", "x", "--top-k", "-1"], 1, "top_k must be 0 (off) or positive"),
-    ("generate: min-p of 1", ["generate", "-c", "existing", "-p", "x", "--min-p", "1"], 1, "min_p must be in [0, 1)"),
-    ("generate: zero repetition penalty", ["generate", "-c", "existing", "-p", "x", "--repetition-penalty", "0"], 1, "repetition_penalty must be positive"),
-    ("generate: word for top-k", ["generate", "-c", "existing", "-p", "x", "--top-k", "many"], 2, "'many' is not a valid integer"),
-    ("generate: a GPU that is not there", ["generate", "-c", "existing", "-p", "x", "--device", "cuda"], 1, "sees no CUDA GPU"),
+    ("generate: zero tokens", _generate("-n", "0"), 1, "max_new_tokens must be at least 1"),
+    ("generate: negative temperature", _generate("-t", "-1"), 1, "temperature must be 0 (greedy) or positive"),
+    ("generate: top-p above 1", _generate("--top-p", "2"), 1, "top_p must be in (0, 1]"),
+    ("generate: negative top-k", _generate("--top-k", "-1"), 1, "top_k must be 0 (off) or positive"),
+    ("generate: min-p of 1", _generate("--min-p", "1"), 1, "min_p must be in [0, 1)"),
+    ("generate: zero repetition penalty", _generate("--repetition-penalty", "0"), 1, "repetition_penalty must be positive"),
+    ("generate: word for top-k", _generate("--top-k", "many"), 2, "'many' is not a valid integer"),
+    ("generate: a GPU that is not there", _generate("--device", "cuda"), 1, "sees no CUDA GPU"),
     # evaluate
     ("evaluate: no such checkpoint", ["evaluate", "--checkpoint", "nope"], 1, "no checkpoint at nope"),
     ("evaluate: no checkpoint given", ["evaluate"], 2, "Missing option '--checkpoint'"),
-    ("evaluate: binary data", ["evaluate", "--checkpoint", "existing", "--data", "garbage.bin"], 1, "garbage.bin looks binary"),
-    ("evaluate: non-UTF-8 data", ["evaluate", "--checkpoint", "existing", "--data", "latin1.txt"], 1, "latin1.txt is not UTF-8 text"),
-    ("evaluate: empty data", ["evaluate", "--checkpoint", "existing", "--data", "empty.txt"], 1, "nothing to evaluate"),
-    ("evaluate: zero stride", ["evaluate", "--checkpoint", "existing", "--stride", "0"], 2, "--stride: must be at least 1"),
-    ("evaluate: negative token limit", ["evaluate", "--checkpoint", "existing", "--max-tokens", "-5"], 2, "--max-tokens: must be at least 2"),
-    ("evaluate: unknown split", ["evaluate", "--checkpoint", "existing", "--split", "dev"], 2, "'dev' is not one of"),
+    ("evaluate: binary data", _evaluate("--data", "garbage.bin"), 1, "garbage.bin looks binary"),
+    ("evaluate: non-UTF-8 data", _evaluate("--data", "latin1.txt"), 1, "latin1.txt is not UTF-8 text"),
+    ("evaluate: empty data", _evaluate("--data", "empty.txt"), 1, "nothing to evaluate"),
+    ("evaluate: zero stride", _evaluate("--stride", "0"), 2, "--stride: must be at least 1"),
+    ("evaluate: negative token limit", _evaluate("--max-tokens", "-5"), 2, "--max-tokens: must be at least 2"),
+    ("evaluate: unknown split", _evaluate("--split", "dev"), 2, "'dev' is not one of"),
     # export
     ("export: into a run's folder", ["export", "-c", "existing", "--out", "runs/existing"], 1, "runs/existing is not empty"),
     ("export: onto a file", ["export", "-c", "existing", "--out", "corpus.txt"], 2, "'corpus.txt' is a file"),

@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import status, train_flags, wait_until, warm
+from reliability_helpers import status, tmpfs, train_flags, wait_until, warm
 from train_helpers import dirs, one_thread, tiny_config  # noqa: F401  (one_thread is a fixture)
 
 from gpt2core.checkpoint import CheckpointStore, load_trainer_state, verify_checkpoint
@@ -161,12 +161,7 @@ def test_unwritable_checkpoint_folder_with_continue_keeps_training(tmp_path):
 @pytest.mark.usefixtures("one_thread")
 def test_disk_full_on_a_real_small_file_system(tmp_path):
     """ENOSPC from a 2 MB tmpfs that a filler file takes over mid-run (mounting needs CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "2m") as mount_point:
         filler = mount_point / "filler"
 
         def fill():
@@ -189,5 +184,3 @@ def test_disk_full_on_a_real_small_file_system(tmp_path):
         failed = [e.message for e in events if isinstance(e, WarningEvent) and "No space left on device" in e.message]
         assert len(failed) == 2 and all("step-00000004) is intact" in m for m in failed)
         assert [s for s, _ in _complete(mount_point / "tmpfs")] == [10, 12]
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

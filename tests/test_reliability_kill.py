@@ -8,7 +8,6 @@ that was never interrupted.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 import torch
 from reliability_helpers import (
     cold,
+    run_events,
     start_forkserver,
     status,
     train_flags,
@@ -75,16 +75,6 @@ def _check_after_kill(tmp_path: Path, previous_latest: int | None) -> int | None
     state = read_run(tmp_path / "runs" / NAME).state
     assert state in ("stale", "unknown"), f"a killed run must not read as {state!r}"
     return latest
-
-
-def _metrics(run_dir: Path) -> list[dict]:
-    records = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by SIGKILL
-    return records
 
 
 def test_sigkill_at_random_moments_never_costs_a_complete_checkpoint(tmp_path):
@@ -149,9 +139,9 @@ def test_sigkill_at_random_moments_never_costs_a_complete_checkpoint(tmp_path):
     ours = load_checkpoint(CheckpointStore(ckpt_root).latest()).model.state_dict()
     theirs = load_checkpoint(CheckpointStore(tmp_path / "checkpoints" / "straight").latest()).model.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
-    reference = {r["step"]: r["loss"] for r in _metrics(tmp_path / "runs" / "straight") if r["type"] == "step"}
-    logged = [(r["step"], r["loss"]) for r in _metrics(run_dir) if r["type"] == "step"]
+    reference = {r["step"]: r["loss"] for r in run_events(tmp_path / "runs" / "straight") if r["type"] == "step"}
+    logged = [(r["step"], r["loss"]) for r in run_events(run_dir) if r["type"] == "step"]
     assert len(logged) >= MAX_STEPS
     assert all(loss == reference[step] for step, loss in logged)
-    starts = [r for r in _metrics(run_dir) if r["type"] == "run_started"]
+    starts = [r for r in run_events(run_dir) if r["type"] == "run_started"]
     assert len(starts) >= 2 and starts[-1]["start_step"] > 0

@@ -154,4 +154,4 @@ def test_fp16_loss_scaling_survives_overflow_steps_on_the_cpu(tmp_path):
     resumed = Trainer(None, resume_from="half", tensorboard=False, **dirs(tmp_path))
     resumed.config = resumed.config.replace(train=resumed.config.train.replace(max_steps=15))
     assert resumed.run().step == 15
-    assert resumed.scaler.get_scale() == 2.0**16 / 2**6
+    assert resumed.parts.scaler.get_scale() == 2.0**16 / 2**6

@@ -10,14 +10,13 @@ checkpoint or best/. TensorBoard, read back with its own EventAccumulator, shows
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
-from reliability_helpers import start_forkserver, train_flags, wait_until, warm
+from reliability_helpers import run_events, start_forkserver, train_flags, wait_until, warm
 from safetensors.torch import load_file
 
 STEPS = 50
@@ -25,16 +24,6 @@ STEPS = 50
 # micro-batch order count; an evaluation (and checkpoint) every 10 steps for SIGKILL to fall back to.
 EXACT = dict(steps=STEPS, precision="fp32", dropout=0.1, grad_accum=2, eval_interval=10)
 BF16 = dict(steps=30, precision="bf16", dropout=0.1, eval_interval=10)
-
-
-def _events(run_dir: Path) -> list[dict]:
-    events = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass  # a line being written while the test polls
-    return events
 
 
 def _train(root: Path, name: str, log: str, *args: str, **flags):
@@ -69,7 +58,7 @@ def _interrupt(root: Path, name: str, sig: signal.Signals, at: int, flags: dict)
     metrics = root / "runs" / name / "metrics.jsonl"
 
     def reached() -> bool:
-        return metrics.exists() and any(e["type"] == "step" and e["step"] >= at for e in _events(root / "runs" / name))
+        return metrics.exists() and any(e["type"] == "step" and e["step"] >= at for e in run_events(root / "runs" / name))
 
     wait_until(reached, 120, f"{name} reaching step {at}", alive=child.alive)
     os.kill(child.pid, sig)
@@ -89,7 +78,7 @@ def straight(root):
     for label, flags in (("exact", EXACT), ("bf16", BF16)):
         child = _train(root, f"straight-{label}", f"straight-{label}.log", **flags)
         assert child.wait() == 0, child.output()
-        out[label] = (_last_weights(root, f"straight-{label}"), _logged(_events(root / "runs" / f"straight-{label}"), 0))
+        out[label] = (_last_weights(root, f"straight-{label}"), _logged(run_events(root / "runs" / f"straight-{label}"), 0))
     return out
 
 
@@ -128,7 +117,7 @@ def test_resumed_run_equals_the_straight_run_bit_for_bit(root, straight, label, 
     resumed = _resume(root, _source(root, name, source), f"{name}-2.log")
     assert resumed.wait() == 0, resumed.output()
 
-    events = _events(root / "runs" / name)
+    events = run_events(root / "runs" / name)
     start = [e for e in events if e["type"] == "run_started"][-1]["start_step"]
     assert 0 < start < flags["steps"]
     weights, logged = straight[label]
@@ -157,13 +146,13 @@ def test_tensorboard_shows_each_step_once_after_a_resume_from_an_earlier_checkpo
     name = "tensorboard-kill"
     child = warm([*train_flags(root, **EXACT), "--run-name", name, "--tensorboard"], root, root / f"{name}-1.log")
     run_dir = root / "runs" / name
-    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and any(e["type"] == "step" and e["step"] >= 25 for e in _events(run_dir)), 120, "step 25", alive=child.alive)
-    wait_until(lambda: any(e["type"] == "eval" and e["step"] >= 20 for e in _events(run_dir)), 30, "the step-20 evaluation", alive=child.alive)
+    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and any(e["type"] == "step" and e["step"] >= 25 for e in run_events(run_dir)), 120, "step 25", alive=child.alive)
+    wait_until(lambda: any(e["type"] == "eval" and e["step"] >= 20 for e in run_events(run_dir)), 30, "the step-20 evaluation", alive=child.alive)
     child.kill()
-    first = [e["step"] for e in _events(run_dir) if e["type"] == "step"]
+    first = [e["step"] for e in run_events(run_dir) if e["type"] == "step"]
     resumed = _resume(root, name, f"{name}-2.log", "--tensorboard")
     assert resumed.wait() == 0, resumed.output()
-    start = [e for e in _events(run_dir) if e["type"] == "run_started"][-1]["start_step"]
+    start = [e for e in run_events(run_dir) if e["type"] == "run_started"][-1]["start_step"]
     assert start < max(first)  # steps were really done twice
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

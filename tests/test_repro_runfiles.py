@@ -12,21 +12,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import start_forkserver, train_flags, wait_until, warm
-
-
-def _events(run_dir: Path) -> list[dict]:
-    out = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
+from reliability_helpers import run_events, start_forkserver, tmpfs, train_flags, wait_until, warm
 
 
 def _error_lines(output: str) -> list[str]:
@@ -45,7 +34,7 @@ def test_two_trains_of_one_run_name_started_together_refuse_the_second(tmp_path)
     loser = next(child for child in runs if child.process.exitcode == 1).output()
     assert len(_error_lines(loser)) == 1 and "Traceback" not in loser
     assert "being written by another process" in loser or "already exists" in loser
-    assert [e["type"] for e in _events(tmp_path / "runs" / "same")].count("run_started") == 1
+    assert [e["type"] for e in run_events(tmp_path / "runs" / "same")].count("run_started") == 1
     assert sorted(p.name for p in (tmp_path / "checkpoints" / "same").glob("step-*"))[-1] == "step-00000040"
 
 
@@ -55,7 +44,7 @@ def test_two_resumes_of_one_run_at_once_refuse_the_second(tmp_path):
     resume = ["train", "--plain", "--no-tensorboard", "--resume-from", "r", "--max-steps", "60", "--runs-dir", str(tmp_path / "runs"), "--checkpoints-dir", str(tmp_path / "checkpoints")]
     both = [warm(resume, tmp_path, tmp_path / f"resume-{i}.log") for i in range(2)]
     codes = [child.wait() for child in both]
-    started = [e for e in _events(tmp_path / "runs" / "r") if e["type"] == "run_started"]
+    started = [e for e in run_events(tmp_path / "runs" / "r") if e["type"] == "run_started"]
     if sorted(codes) == [0, 1]:  # the second was refused: busy, or the run moved on under it
         loser = both[codes.index(1)].output()
         assert len(_error_lines(loser)) == 1 and ("being written by another process" in loser or "moved on" in loser), loser
@@ -68,15 +57,8 @@ def test_two_resumes_of_one_run_at_once_refuse_the_second(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "1m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
 
 
 def _fill(mount_point: Path, name: str = "filler") -> None:
@@ -108,7 +90,7 @@ def test_a_full_disk_under_the_run_files_is_named_and_handled(tmp_path, small_di
     args = [*train_flags(tmp_path, steps=300, eval_interval=50), "--runs-dir", str(small_disk), "--run-name", "full", "--on-save-error", policy]
     child = warm(args, tmp_path, tmp_path / "full.log")
     run_dir = small_disk / "full"
-    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and any(e["type"] == "step" and e["step"] >= 5 for e in _events(run_dir)), 120, "step 5", alive=child.alive)
+    wait_until(lambda: (run_dir / "metrics.jsonl").exists() and any(e["type"] == "step" and e["step"] >= 5 for e in run_events(run_dir)), 120, "step 5", alive=child.alive)
     import threading
 
     filler = threading.Thread(target=_keep_full, args=(small_disk, child), daemon=True)
@@ -175,4 +157,4 @@ def test_a_resume_whose_run_moved_on_while_it_waited_for_the_lock_is_refused(tmp
     assert child.wait() == 1, child.output()
     (line,) = _error_lines(child.output())
     assert "moved on while this process was starting" in line and "step-00000015" in line
-    assert [e["start_step"] for e in _events(run_dir) if e["type"] == "run_started"] == [0]
+    assert [e["start_step"] for e in run_events(run_dir) if e["type"] == "run_started"] == [0]

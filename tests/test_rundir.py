@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -61,18 +62,25 @@ def test_run_ending_without_finish_is_marked_failed(tmp_path):
     assert read_run(tmp_path / "r").state == "failed"
 
 
-def test_killed_writer_is_stale(tmp_path):
-    run = tmp_path / "r"
+def _writer_process(run: Path, *, before: str = "", after: str = "time.sleep(60)\n") -> subprocess.Popen:
+    """Another process with a live RunWriter on ``run`` that has started its run, then printed
+    'ready' (its first line of stdout); ``before`` runs before the writer opens, ``after`` then."""
     code = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
         "from gpt2core.rundir import RunWriter\n"
         "from gpt2core.events import RunStarted\n"
+        f"{before}"
         f"w = RunWriter({str(run)!r})\n"
         "w.on_event(RunStarted(run_name='r', config={}, device='cpu', num_params=1, max_steps=1, max_training_hours=None))\n"
         "print('ready', flush=True)\n"
-        "time.sleep(60)\n"
+        f"{after}"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def test_killed_writer_is_stale(tmp_path):
+    run = tmp_path / "r"
+    proc = _writer_process(run)
     try:
         assert proc.stdout.readline().strip() == "ready"
         assert writer_alive(run) is True
@@ -98,20 +106,11 @@ def test_request_stop_reaches_the_writer(tmp_path):
 
 def test_request_stop_signals_a_live_local_writer(tmp_path):
     run = tmp_path / "r"
-    code = (
-        "import signal, sys, time\n"
-        "from gpt2core.rundir import RunWriter\n"
-        "from gpt2core.events import RunStarted\n"
-        "got = []\n"
-        "signal.signal(signal.SIGTERM, lambda *a: got.append(1))\n"
-        f"w = RunWriter({str(run)!r})\n"
-        "w.on_event(RunStarted(run_name='r', config={}, device='cpu', num_params=1, max_steps=1, max_training_hours=None))\n"
-        "print('ready', flush=True)\n"
-        "deadline = time.time() + 20\n"
-        "while not got and time.time() < deadline: time.sleep(0.05)\n"
-        "print('stopped' if got and w.stop_requested() else 'no', flush=True)\n"
+    proc = _writer_process(
+        run,
+        before="got = []\nsignal.signal(signal.SIGTERM, lambda *a: got.append(1))\n",
+        after="deadline = time.time() + 20\nwhile not got and time.time() < deadline: time.sleep(0.05)\nprint('stopped' if got and w.stop_requested() else 'no', flush=True)\n",
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         request_stop(run)

@@ -8,13 +8,9 @@ from hypothesis import strategies as st
 
 from gpt2core.errors import HubUnavailableError, TokenizerError
 from gpt2core.tokenizer import EOS_TOKEN, UNKNOWN_CHAR, Tokenizer, build_tokenizer, gpt2_tokenizer, train_bpe, train_char
+from tokenizer_support import assert_streams_whole_characters, stream_pieces
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def stream_pieces(tokenizer, ids):
-    decoder = tokenizer.stream_decoder()
-    return [decoder.feed(i) for i in ids] + [decoder.flush()]
 
 
 @FAST
@@ -26,11 +22,7 @@ def test_bpe_round_trips_any_text(bpe_tokenizer, text):
 @FAST
 @given(text=st.text(max_size=120))
 def test_streaming_real_text_never_shows_a_broken_character(bpe_tokenizer, text):
-    pieces = stream_pieces(bpe_tokenizer, bpe_tokenizer.encode(text))
-    assert "".join(pieces) == text
-    # Every piece is whole characters of the text: no replacement characters appear on the way
-    # (a byte-level token can end in the middle of a character; those bytes wait for the rest).
-    assert sum(piece.count("\ufffd") for piece in pieces) == text.count("\ufffd")
+    assert_streams_whole_characters(bpe_tokenizer, text)
 
 
 @FAST

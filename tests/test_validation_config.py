@@ -5,18 +5,12 @@ refused for a bad value leaves nothing behind."""
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import pytest
 
 from gpt2core.config import ModelConfig, RunConfig, SampleConfig, TrainConfig, check_option, option_table
 from gpt2core.errors import ConfigError
-from reliability_helpers import train_flags
-
-
-def _cli(args, cwd, timeout=300):
-    return subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+from reliability_helpers import finished, train_flags
 
 
 def _one_line_error(result, *needles):
@@ -57,18 +51,18 @@ def test_a_refused_toml_value_in_a_real_train_leaves_no_run_behind_and_the_name_
     (tmp_path / "bad.toml").write_text("[model]\nlayer_norm_eps = inf\nbias = true\n")
     (tmp_path / "types.toml").write_text('bias = "false"\n')
     for config, message in (("bad.toml", "layer_norm_eps must be in (0, 1], got inf"), ("types.toml", "bias must be true or false")):
-        result = _cli([*train_flags(tmp_path, steps=2), "--run-name", "keep", "--config", str(tmp_path / config)], tmp_path)
+        result = finished([*train_flags(tmp_path, steps=2), "--run-name", "keep", "--config", str(tmp_path / config)], tmp_path)
         _one_line_error(result, f"config file {tmp_path / config}", message)
     # Nothing was made: no run directory, no checkpoint folder, nothing to block the name.
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
-    good = _cli([*train_flags(tmp_path, steps=2), "--run-name", "keep"], tmp_path)
+    good = finished([*train_flags(tmp_path, steps=2), "--run-name", "keep"], tmp_path)
     assert good.returncode == 0, good.stderr
     assert (tmp_path / "checkpoints" / "keep").is_dir()
 
 
 def test_flags_out_of_range_are_refused_in_one_line(tmp_path):
-    result = _cli([*train_flags(tmp_path, steps=2), "--seed", "99999999999999999999999"], tmp_path)
+    result = finished([*train_flags(tmp_path, steps=2), "--seed", "99999999999999999999999"], tmp_path)
     _one_line_error(result, "seed must be a non-negative integer", "at most 9_223_372_036_854_775_807")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 

@@ -10,17 +10,8 @@ import sys
 import pytest
 import torch
 
-from gpt2core.checkpoint import CheckpointStore
 from gpt2core.config import preset
 from gpt2core.model import GPT
-
-
-@pytest.fixture
-def checkpoint(tmp_path, char_tokenizer):
-    torch.manual_seed(0)
-    model = GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
-    CheckpointStore(tmp_path / "checkpoints" / "demo").save(3, model, char_tokenizer, is_best=True)
-    return tmp_path / "checkpoints" / "demo"
 
 
 def _generate(checkpoint, *args, stdin: bytes | None = None):
@@ -30,7 +21,7 @@ def _generate(checkpoint, *args, stdin: bytes | None = None):
     )
 
 
-def test_the_repl_survives_huge_numbers_and_bytes_that_are_not_utf8(checkpoint):
+def test_the_repl_survives_huge_numbers_and_bytes_that_are_not_utf8(micro_checkpoint):
     session = b"".join(
         [
             b"/seed 99999999999999999999999\n",
@@ -42,7 +33,7 @@ def test_the_repl_survives_huge_numbers_and_bytes_that_are_not_utf8(checkpoint):
             b"/settings\n",
         ]
     )
-    result = _generate(checkpoint, "-i", "-n", "5", "--temperature", "0", stdin=session)
+    result = _generate(micro_checkpoint, "-i", "-n", "5", "--temperature", "0", stdin=session)
     err = result.stderr.decode("utf-8", "replace")
     assert result.returncode == 0, err
     assert "Traceback" not in err
@@ -64,8 +55,8 @@ def test_the_repl_survives_huge_numbers_and_bytes_that_are_not_utf8(checkpoint):
     ],
     ids=["seed", "max-new-tokens"],
 )
-def test_generate_flags_too_big_to_use_are_refused_in_one_line(checkpoint, flags, message):
-    result = _generate(checkpoint, "-p", "To be", *flags)
+def test_generate_flags_too_big_to_use_are_refused_in_one_line(micro_checkpoint, flags, message):
+    result = _generate(micro_checkpoint, "-p", "To be", *flags)
     err = result.stderr.decode()
     assert result.returncode == 1 and "Traceback" not in err, err
     assert err.strip() == f"Error: {message}"

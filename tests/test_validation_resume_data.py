@@ -5,15 +5,9 @@ record absolute data paths, so a resume from another folder reads the same files
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from reliability_helpers import snapshot, train_flags
-
-
-def _train(args, cwd):
-    return subprocess.run([sys.executable, "-m", "gpt2tui", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+from reliability_helpers import finished, snapshot, train_flags
 
 
 def _resume_flags(tmp_path: Path, steps: int) -> list[str]:
@@ -28,13 +22,13 @@ def _meta(checkpoint: Path) -> dict:
 
 
 def test_a_resume_on_changed_data_says_what_changed_and_refuses_unless_asked(tmp_path):
-    first = _train([*train_flags(tmp_path, steps=4), "--run-name", "r"], tmp_path)
+    first = finished([*train_flags(tmp_path, steps=4), "--run-name", "r"], tmp_path)
     assert first.returncode == 0, first.stderr
     corpus = (tmp_path / "data" / "corpus.txt").resolve()
     before = snapshot(tmp_path / "checkpoints", tmp_path / "runs")
     corpus.write_text(corpus.read_text() + "An entirely new paragraph that the first run never saw.\n" * 40)
 
-    refused = _train(_resume_flags(tmp_path, 8), tmp_path)
+    refused = finished(_resume_flags(tmp_path, 8), tmp_path)
     assert refused.returncode == 1, refused.stderr
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
@@ -42,7 +36,7 @@ def test_a_resume_on_changed_data_says_what_changed_and_refuses_unless_asked(tmp
     assert f"{corpus} changed (" in lines[0] and "--allow-data-change" in lines[0]
     assert snapshot(tmp_path / "checkpoints", tmp_path / "runs") == before  # nothing touched
 
-    allowed = _train([*_resume_flags(tmp_path, 8), "--allow-data-change"], tmp_path)
+    allowed = finished([*_resume_flags(tmp_path, 8), "--allow-data-change"], tmp_path)
     assert allowed.returncode == 0, allowed.stderr
     assert f"warning: resuming on changed data (--allow-data-change): {corpus} changed" in allowed.stderr
     assert (tmp_path / "checkpoints" / "r" / "step-00000008").is_dir(), sorted(p.name for p in (tmp_path / "checkpoints" / "r").iterdir())
@@ -54,7 +48,7 @@ def test_a_resume_on_changed_data_says_what_changed_and_refuses_unless_asked(tmp
 def test_runs_record_absolute_data_paths_and_resume_from_another_folder(tmp_path):
     flags = train_flags(tmp_path, steps=4)
     flags[flags.index("--data") + 1] = "data/corpus.txt"  # typed relative to the folder it starts in
-    first = _train([*flags, "--run-name", "r"], tmp_path)
+    first = finished([*flags, "--run-name", "r"], tmp_path)
     assert first.returncode == 0, first.stderr
     latest = max((p for p in (tmp_path / "checkpoints" / "r").iterdir() if p.name.startswith("step")), key=lambda p: p.name)
     meta = _meta(latest)["meta"]
@@ -63,6 +57,6 @@ def test_runs_record_absolute_data_paths_and_resume_from_another_folder(tmp_path
     assert meta["data"]["files"] == [{"path": corpus, "bytes": Path(corpus).stat().st_size, "sha256": meta["data"]["files"][0]["sha256"]}]
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    resumed = _train(_resume_flags(tmp_path, 6), elsewhere)
+    resumed = finished(_resume_flags(tmp_path, 6), elsewhere)
     assert resumed.returncode == 0, resumed.stderr
     assert "changed" not in resumed.stderr

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from gpt2core.data import TOKENIZER_THREAD
-from reliability_helpers import wait_until
+from reliability_helpers import finished, wait_until
 
 
 def _corpus(path: Path, words: int) -> Path:
@@ -35,6 +35,21 @@ def _start(tmp_path: Path, *flags: str) -> tuple[subprocess.Popen, Path]:
     with open(log, "w") as err:
         process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err, text=True)
     return process, log
+
+
+def _signal_when(process: subprocess.Popen, log: Path, ready, what: str, sig: signal.Signals, *, wait_s: float, settle_s: float = 0.0, poll: float = 0.01) -> str:
+    """Send ``sig`` ``settle_s`` after ``ready()`` holds, and return the stderr once the process has
+    ended with the exit code of an interrupted run (130). It is killed if it outlives ``wait_s``."""
+    try:
+        wait_until(ready, 180, what, poll=poll, alive=lambda: process.poll() is None)
+        time.sleep(settle_s)
+        process.send_signal(sig)
+        code = process.wait(timeout=wait_s)
+    finally:
+        process.kill()
+    err = log.read_text()
+    assert code == 130, err
+    return err
 
 
 def _thread_names(pid: int) -> set[str]:
@@ -67,20 +82,12 @@ def _long_words(path: Path, chars: int) -> Path:
 def test_a_signal_while_a_bpe_vocabulary_is_learned_ends_the_process_and_caches_nothing(tmp_path):
     data = _long_words(tmp_path / "long.txt", 6_000_000)
     process, log = _start(tmp_path, "--data", str(data), "--tokenizer", "bpe", "--vocab-size", str(1 << 20), "--max-steps", "1")
-    try:
-        wait_until(lambda: TOKENIZER_THREAD in _thread_names(process.pid), 180, "the BPE learning thread", alive=lambda: process.poll() is None)
-        # Past the first phase (counting words, where the tokenizers library pulls text from
-        # Python and so sees signals itself) into the merges, which never look up.
-        time.sleep(3)
-        process.send_signal(signal.SIGTERM)
-        # Not a speed check: the merges left alone run for a minute and more (a 4 MB corpus held
-        # a SIGTERM back 31 s before), so a process that waits for them cannot end inside this
-        # wait; one that heard the signal ends as soon as Python runs the handler (1 s here).
-        code = process.wait(timeout=20)
-    finally:
-        process.kill()
-    err = log.read_text()
-    assert code == 130, err
+    # settle_s: past the first phase (counting words, where the tokenizers library pulls text from
+    # Python and so sees signals itself) into the merges, which never look up.
+    # wait_s is not a speed check: the merges left alone run for a minute and more (a 4 MB corpus
+    # held a SIGTERM back 31 s before), so a process that waits for them cannot end inside this
+    # wait; one that heard the signal ends as soon as Python runs the handler (1 s here).
+    err = _signal_when(process, log, lambda: TOKENIZER_THREAD in _thread_names(process.pid), "the BPE learning thread", signal.SIGTERM, settle_s=3, wait_s=20)
     assert "interrupted before training started; nothing was saved" in err and "Traceback" not in err
     cache = tmp_path / "cache"
     assert not list(cache.rglob("tokenizer.json")), "a tokenizer was cached after the signal"
@@ -92,24 +99,17 @@ def test_a_signal_while_the_token_cache_is_written_leaves_no_half_entry(tmp_path
     data = _corpus(tmp_path / "big.txt", 1_000_000)
     process, log = _start(tmp_path, "--data", str(data), "--tokenizer", "bpe", "--vocab-size", "512", "--max-steps", "1")
     cache = tmp_path / "cache"
-    try:
-        # The learned tokenizer is cached first; the token files are written right after it.
-        wait_until(lambda: any((cache / "tokenizers").glob("*/tokenizer.json")), 180, "the cached tokenizer", poll=0.002, alive=lambda: process.poll() is None)
-        process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=120)
-    finally:
-        process.kill()
-    err = log.read_text()
-    assert code == 130, err
+    # The learned tokenizer is cached first; the token files are written right after it.
+    err = _signal_when(process, log, lambda: any((cache / "tokenizers").glob("*/tokenizer.json")), "the cached tokenizer", signal.SIGINT, wait_s=120, poll=0.002)
     assert "Traceback" not in err
     assert not list((cache / "tokens").glob("*/meta.json")) if (cache / "tokens").exists() else True
     assert _leftovers(cache) == [], "a half-written token cache entry was left behind"
     # The tokenizer that was complete stays usable: a second run reuses it and trains.
-    again = subprocess.run(
-        [sys.executable, "-m", "gpt2tui", "train", "--plain", "--no-tensorboard", "--preset", "micro", "--device", "cpu", "--threads", "1",
+    again = finished(
+        ["train", "--plain", "--no-tensorboard", "--preset", "micro", "--device", "cpu", "--threads", "1",
          "--data", str(data), "--tokenizer", "bpe", "--vocab-size", "512", "--max-steps", "1", "--eval-iters", "1", "--sample-tokens", "0",
          "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs2"), "--checkpoints-dir", str(tmp_path / "ck2")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        tmp_path,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert len(list((cache / "tokens").glob("*/meta.json"))) == 1
@@ -123,15 +123,8 @@ def test_sigterm_during_a_long_evaluation_stops_at_the_next_batch_and_saves(tmp_
         tmp_path, "--config", str(tmp_path / "eval.toml"), "--data", str(data), "--tokenizer", "char", "--context-length", "256",
         "--batch-size", "4", "--eval-iters", "1000000", "--max-steps", "50",
     )  # fmt: skip
-    try:
-        wait_until(lambda: "run sig:" in log.read_text(), 180, "the run to start", alive=lambda: process.poll() is None)
-        time.sleep(0.5)  # well inside the first evaluation
-        process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=120)
-    finally:
-        process.kill()
-    err = log.read_text()
-    assert code == 130, err
+    # settle_s: well inside the first evaluation.
+    err = _signal_when(process, log, lambda: "run sig:" in log.read_text(), "the run to start", signal.SIGTERM, settle_s=0.5, wait_s=120)
     assert "eval at step 0" not in err, "the evaluation ran to its end before the stop was heard"
     status = json.loads((tmp_path / "runs" / "sig" / "status.json").read_text())
     assert status.get("state") in ("stopped", "finished"), status

@@ -1,11 +1,13 @@
-"""Helpers for the console tests: real run directories, real checkpoints, and waiting on a
-Pilot-driven app until something is true (workers post their messages asynchronously)."""
+"""Helpers for the console tests: real run directories, real checkpoints, a project folder, the
+app opened under Pilot with its notifications kept, typing into its forms, and waiting on it
+until something is true (workers post their messages asynchronously)."""
 
 from __future__ import annotations
 
 import asyncio
 import math
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -42,16 +44,18 @@ def write_run(
     writer = RunWriter(runs_dir / name, config={"preset": "micro"})
     writer.on_event(
         RunStarted(
-            run_name=name, config={"training": {"max_epochs": 4}}, device="cpu", num_params=34_000,
-            max_steps=max_steps, max_training_hours=hours, time=t0,
+            run_name=name, config={"train": {"max_steps": max_steps, "max_epochs": None}}, device="cpu", num_params=34_000,
+            max_steps=max_steps, max_training_hours=hours, time=t0, max_epochs=None, step_limit_from="max_steps",
         )
     )  # fmt: skip
     for step in range(1, steps + 1):
         when = t0 + step * 2.0
+        # The trainer's estimate (RunPlan.eta_s): the nearer of the step limit at 2 s a step and the budget.
+        eta = min([(max_steps - step) * 2.0] + ([hours * 3600 - step * 2.0] if hours else []))
         writer.on_event(
             StepEvent(
                 step=step, epoch=step / 50, loss=loss_at(step), lr=3e-4, grad_norm=0.75, tokens_per_sec=12_345.0,
-                mfu=None, elapsed_s=step * 2.0, eta_s=None, tokens_seen=step * 512, time=when,
+                mfu=None, elapsed_s=step * 2.0, eta_s=eta, tokens_seen=step * 512, time=when,
             )
         )  # fmt: skip
         if step % 10 == 0:
@@ -103,11 +107,48 @@ def save_micro_checkpoint(root: Path, steps: tuple[int, ...] = (10,), *, endless
     return root
 
 
+PROJECT_FOLDERS = ("runs", "checkpoints", "optuna_results")  # what the console reads
+
+
+def project_folder(tmp_path: Path, monkeypatch, *folders: str) -> Path:
+    """``tmp_path`` as the working folder (the console's default paths are relative), with
+    ``folders`` made in it."""
+    monkeypatch.chdir(tmp_path)
+    for name in folders:
+        (tmp_path / name).mkdir()
+    return tmp_path
+
+
+def fill(form, **values) -> None:
+    """Type into a form: each field, by id, gets its value (an Input's text, a Select's option)."""
+    for name, value in values.items():
+        form.query_one(f"#{name}").value = value
+
+
+async def typed_preview(pilot, form, **values) -> str:
+    """Fill a form (see ``fill``) and return the command its preview shows once it has updated."""
+    fill(form, **values)
+    await pilot.pause()
+    return str(form.query_one("#command-preview").render())
+
+
 def make_app(project: Path):
     """The console on a project folder's runs/, checkpoints/ and optuna_results/."""
     from gpt2tui.app import GPT2App
 
     return GPT2App(runs_dir=str(project / "runs"), checkpoints_dir=str(project / "checkpoints"), optuna_dir=str(project / "optuna_results"))
+
+
+@asynccontextmanager
+async def open_console(project: Path, *, size: tuple[int, int] = (80, 24), press: tuple[str, ...] = (), **run_test):
+    """The console on ``project`` under Pilot with every notification kept, ``press`` pressed
+    first: yields (app, pilot, notes). ``run_test`` goes to App.run_test as it is."""
+    notes = NoteLog()
+    app = make_app(project)
+    async with app.run_test(size=size, message_hook=notes, **run_test) as pilot:
+        if press:
+            await pilot.press(*press)
+        yield app, pilot, notes
 
 
 async def wait_for(pilot, condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from gpt2core.choices import DEVICES_HELP
 from gpt2tui.cli import option
 
 
@@ -18,7 +19,7 @@ from gpt2tui.cli import option
 @option("--stride", type=int, default=None, help="Sliding-window step in tokens [the context length: disjoint windows].")
 @option("--batch-size", type=int, default=None, help="Windows per forward pass [as many as fit in ~256 MB of logits].")
 @option("--max-tokens", type=int, default=None, help="Evaluate only the first N tokens.")
-@option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@option("--device", default="auto", show_default=True, help=f"{DEVICES_HELP}.")
 @option("--checkpoints-dir", default="checkpoints", show_default=True, help="Where run names are looked up.")
 @option("--json", "as_json", is_flag=True, help="Print one JSON object to stdout.")
 def evaluate(checkpoint, data, data_from_checkpoint, cache_dir, split, stride, batch_size, max_tokens, device, checkpoints_dir, as_json) -> None:

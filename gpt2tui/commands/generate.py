@@ -19,40 +19,50 @@ from typing import Any, Iterator
 
 import click
 
+from gpt2core.choices import DEVICES_HELP, PRECISIONS
 from gpt2core.config import SampleConfig
 from gpt2core.errors import ConfigError, first_line
 from gpt2tui.cli import option
+from gpt2tui.cli_options import declared_options, fields_of
 
-DEFAULTS = SampleConfig()
-# REPL commands that change a number: name -> SampleConfig field (dashes work too: /top-k).
-NUMBER_SETTINGS = {
-    "max_new_tokens": "max_new_tokens",
-    "n": "max_new_tokens",
-    "temperature": "temperature",
-    "temp": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repetition_penalty": "repetition_penalty",
-    "repetition_window": "repetition_window",
-}
-REPL_HELP = """\
-Type a prompt and press Enter to continue it. Commands:
-  /temperature 0.7      sampling temperature (0 = greedy); also /temp
-  /top_k 40             keep the 40 most likely tokens (0 = off)
-  /top_p 0.9            nucleus sampling (1 = off)
-  /min_p 0.05           drop tokens under 5% of the top token's probability (0 = off)
-  /repetition_penalty 1.2   /repetition_window 64
-  /max_new_tokens 200   also /n 200
-  /seed 42 | /seed none reproducible sampling, or a fresh draw each time
-  /stop TEXT            add a stop string (\\n for a newline); /stop none clears them
-  /eos on|off           end at the end-of-text token
-  /stream on|off        print as it goes, or all at the end
-  /settings             show the current settings
-  /reset                back to the settings this session started with
-  /help                 this text
-  /quit                 leave (or Ctrl-D); Ctrl-C stops a generation, not the session
-A prompt that starts with / is typed as //."""
+# The sampling options, each from its one declaration in gpt2core/config.py: the flags, the
+# REPL's commands, its /help lines and /settings are all built from this list.
+SAMPLE_FIELDS = fields_of(SampleConfig)
+SPECS = {name: spec for name, spec, _, _ in SAMPLE_FIELDS}
+# REPL command -> the SampleConfig field it sets (dashes work too: /top-k).
+REPL_COMMANDS = {command: name for name, spec, _, _ in SAMPLE_FIELDS for command in spec.repl_for(name)}
+SESSION_COMMANDS = (
+    ("/settings", "show the current settings"),
+    ("/reset", "back to the settings this session started with"),
+    ("/help", "this text"),
+    ("/quit", "leave (or Ctrl-D); Ctrl-C stops a generation, not the session"),
+)
+
+
+def _usage(command: str, spec: Any, default: Any) -> str:
+    if spec.kind is bool:
+        return f"/{command} on|off"
+    if spec.many:
+        return f"/{command} TEXT"
+    if default is None:
+        return f"/{command} N|none"
+    return f"/{command} {default}"
+
+
+def repl_help() -> str:
+    """/help: a line per sampling option (from its declaration), then the session's commands."""
+    rows = []
+    for name, spec, default, _ in SAMPLE_FIELDS:
+        first, *more = spec.repl_for(name)
+        text = spec.help + (f"; /{first} none clears them" if spec.many else (f"; none: {spec.none}" if spec.optional and spec.none else ""))
+        rows.append((_usage(first, spec, default), text + "".join(f"; also /{alias}" for alias in more)))
+    rows += SESSION_COMMANDS
+    width = max(len(usage) for usage, _ in rows) + 2
+    lines = [f"  {usage:<{width}}{text}" for usage, text in rows]
+    return "\n".join(["Type a prompt and press Enter to continue it. Commands:", *lines, "A prompt that starts with / is typed as //."])
+
+
+REPL_HELP = repl_help()
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
@@ -83,19 +93,9 @@ checkpoint_option = option(
 @option("--prompt", "-p", default=None, help="Text to continue; '-' reads standard input. No prompt: sample from <|endoftext|>.")
 @option("--prompt-file", type=click.Path(dir_okay=False), default=None, help="Read the prompt from this UTF-8 file.")
 @option("--interactive", "-i", is_flag=True, help="A REPL that keeps settings between prompts (/help inside).")
-@option("--max-new-tokens", "-n", type=int, default=DEFAULTS.max_new_tokens, show_default=True, help="Tokens to add at most.")
-@option("--temperature", "-t", type=float, default=DEFAULTS.temperature, show_default=True, help="Randomness; 0 is greedy.")
-@option("--top-k", type=int, default=DEFAULTS.top_k, show_default=True, help="Keep the k most likely tokens; 0 is off.")
-@option("--top-p", type=float, default=DEFAULTS.top_p, show_default=True, help="Nucleus: keep tokens up to this probability mass; 1 is off.")
-@option("--min-p", type=float, default=DEFAULTS.min_p, show_default=True, help="Drop tokens below min_p x the top probability; 0 is off.")
-@option("--repetition-penalty", type=float, default=DEFAULTS.repetition_penalty, show_default=True, help="Above 1 discourages recent tokens; 1 is off.")
-@option("--repetition-window", type=int, default=DEFAULTS.repetition_window, show_default=True, help="Recent tokens the penalty looks at; 0 is all.")
-@option("--stop", multiple=True, help="Stop before this text (repeatable; \\n means a newline).")
-@option("--seed", type=int, default=None, help="Make sampling reproducible.")
-@option("--ignore-eos", is_flag=True, help="Keep going past the end-of-text token.")
-@option("--no-stream", is_flag=True, help="Print the text when it is complete instead of as it comes.")
-@option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto.")
-@option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto", show_default=True, help="Weights for generating: auto is bf16 where the device computes it natively; fp32 gives exactly transformers' numbers.")
+@declared_options(SAMPLE_FIELDS, given_only=False)
+@option("--device", default="cpu", show_default=True, help=f"{DEVICES_HELP}.")
+@option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True, help="Weights for generating: auto is bf16 where the device computes it natively; fp32 gives exactly transformers' numbers.")
 @option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
 @click.pass_context
 def generate(
@@ -104,20 +104,10 @@ def generate(
     prompt: str | None,
     prompt_file: str | None,
     interactive: bool,
-    max_new_tokens: int,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    min_p: float,
-    repetition_penalty: float,
-    repetition_window: int,
-    stop: tuple[str, ...],
-    seed: int | None,
-    ignore_eos: bool,
-    no_stream: bool,
     device: str,
     precision: str,
     quiet: bool,
+    **settings: Any,
 ) -> None:
     """Continue a prompt with a trained model, streaming the text to stdout.
 
@@ -128,19 +118,8 @@ def generate(
       echo "Dear diary," | gpt2tui generate -c my-run --prompt - --seed 1 --stop "\\n\\n"
       gpt2tui generate -c my-run --interactive
     """
-    sample = SampleConfig(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        repetition_window=repetition_window,
-        stop=tuple(unescape(s) for s in stop),
-        seed=seed,
-        stop_at_eos=not ignore_eos,
-        stream=not no_stream,
-    )  # ConfigError -> one-line "Error: ..." (see gpt2tui.cli)
+    settings = {k: tuple(unescape(t) for t in v) if SPECS[k].many else v for k, v in settings.items()}
+    sample = SampleConfig(**settings    )  # ConfigError -> one-line "Error: ..." (see gpt2tui.cli)
     if interactive and prompt == "-":
         raise click.UsageError("--prompt - reads standard input, which --interactive needs for its prompts")
     text = read_prompt(prompt, prompt_file)
@@ -152,7 +131,7 @@ def generate(
     if tokenizer is None:
         raise click.ClickException(printable(f"{checkpoint} comes without a usable tokenizer, so text cannot be encoded ({description})"))
     info(f"loaded {printable(description)}", quiet)  # paths and names from disk: control characters shown, not obeyed
-    from gpt2core.generate import inference_precision
+    from gpt2core.generation import inference_precision
 
     info(f"generating with {inference_precision(precision, model.device, model.num_params())} weights", quiet)
     try:
@@ -213,7 +192,7 @@ def ctrl_c_sets(event: threading.Event) -> Iterator[None]:
 
 def run_prompt(model: Any, tokenizer: Any, prompt: str, sample: SampleConfig, quiet: bool, precision: str = "auto") -> str:
     """Generate one continuation to stdout; returns the finish reason."""
-    from gpt2core.generate import stream_text
+    from gpt2core.generation import stream_text
 
     stop_event = threading.Event()
     stream = stream_text(model, tokenizer, prompt, sample, stop_event=stop_event, precision=precision)
@@ -275,6 +254,30 @@ def describe_settings(sample: SampleConfig) -> str:
     return "\n".join(f"  {name:<19} {values[name]!r}" for name in values)
 
 
+class _Refused(ValueError):
+    """A REPL argument that is not what its option takes (the words say what it needs)."""
+
+
+def _setting(command: str, spec: Any, arg: str, current: Any) -> Any:
+    """The value ``/command arg`` sets, by the option's declared kind; its rule is checked by
+    SampleConfig itself."""
+    word = arg.lower()
+    if spec.kind is bool:
+        if word not in ("on", "off"):
+            raise _Refused("on or off")
+        return word == "on"
+    if spec.many:  # each command adds one; none clears them
+        return () if word in ("", "none", "off") else (*current, unescape(arg))
+    if spec.optional and word in ("", "none", "off"):
+        return None
+    if spec.kind is str:
+        return arg
+    try:
+        return spec.kind(arg)
+    except ValueError:
+        raise _Refused(("a whole number" if spec.kind is int else "a number") + (" or 'none'" if spec.optional else "")) from None
+
+
 def apply_command(line: str, sample: SampleConfig, initial: SampleConfig) -> tuple[SampleConfig, str, bool]:
     """Run one REPL command. Returns (new settings, message for stderr, quit?). A bad value
     leaves the settings as they were and says why."""
@@ -288,33 +291,14 @@ def apply_command(line: str, sample: SampleConfig, initial: SampleConfig) -> tup
         return sample, describe_settings(sample), False
     if name == "reset":
         return initial, "settings reset\n" + describe_settings(initial), False
+    if name not in REPL_COMMANDS:
+        return sample, f"error: unknown command /{name}; /help lists the commands", False
+    field = REPL_COMMANDS[name]
     try:
-        if name in NUMBER_SETTINGS:
-            field = NUMBER_SETTINGS[name]
-            kind = type(getattr(DEFAULTS, field))
-            try:
-                value: Any = kind(arg)
-            except ValueError:
-                noun = "a whole number" if kind is int else "a number"
-                return sample, f"error: /{name} needs {noun}, got {arg!r}", False
-            changes = {field: value}
-        elif name == "seed":
-            if arg.lower() in ("none", "off", ""):
-                changes = {"seed": None}
-            else:
-                try:
-                    changes = {"seed": int(arg)}
-                except ValueError:
-                    return sample, f"error: /seed needs a whole number or 'none', got {arg!r}", False
-        elif name == "stop":
-            changes = {"stop": ()} if arg.lower() in ("", "none", "off") else {"stop": (*sample.stop, unescape(arg))}
-        elif name in ("eos", "stream"):
-            if arg.lower() not in ("on", "off"):
-                return sample, f"error: /{name} needs on or off, got {arg!r}", False
-            changes = {"stop_at_eos" if name == "eos" else "stream": arg.lower() == "on"}
-        else:
-            return sample, f"error: unknown command /{name}; /help lists the commands", False
+        changes = {field: _setting(name, SPECS[field], arg, getattr(sample, field))}
         updated = sample.replace(**changes)
+    except _Refused as exc:
+        return sample, f"error: /{name} needs {exc}, got {arg!r}", False
     except ConfigError as exc:
         return sample, f"error: {exc}", False
     shown = ", ".join(f"{k} = {v!r}" for k, v in dataclasses.asdict(updated).items() if k in changes)

@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 import click
 
+from gpt2core.choices import KEEP_CHECKPOINTS, PRUNERS, SAMPLERS
 from gpt2core.states import ExitCode
 from gpt2tui.cli import option
 from gpt2tui.commands.train import GracefulStop, options_from_flags
 from gpt2tui.commands.train import train as train_command
-from gpt2tui.distributed_launch import LAUNCH_FLAGS
+from gpt2tui.commands.distributed_launch import LAUNCH_FLAGS
 
 EXIT_DONE = ExitCode.FINISHED  # the study holds its trials, or --timeout was reached
 EXIT_STOPPED = ExitCode.STOPPED  # stopped early by Ctrl-C, a signal or a stop request; run the same command to resume
@@ -264,13 +265,13 @@ def print_summary(summary, *, exported, best_checkpoint, location, runs_dir: str
 @option("--timeout", default=None, help="Start no trial after this long: seconds, or 30m, 8h.")
 @option("--storage", default=None, help="Optuna storage: sqlite:///f.db, postgresql://..., mysql://... or a journal file [optuna_results/<study>.journal].")
 @option("--workers", type=int, default=1, show_default=True, help="Worker processes on this machine.")
-@option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True, help="How parameters are drawn.")
+@option("--sampler", type=click.Choice(SAMPLERS), default=SAMPLERS[0], show_default=True, help="How parameters are drawn.")
 @option("--sampler-seed", type=int, default=None, help="Seed of the sampler (--seed is the training seed).")
-@option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default="median", show_default=True, help="How bad trials are stopped early.")
+@option("--pruner", type=click.Choice(PRUNERS), default=PRUNERS[0], show_default=True, help="How bad trials are stopped early.")
 @option("--pruner-startup-trials", type=int, default=3, show_default=True, help="Complete trials before the median pruner judges any.")
 @option("--space", "space_file", type=click.Path(dir_okay=False), default=None, help="TOML file overriding the search space.")
 @option("--show-space", is_flag=True, help="Print the search space (as a TOML file --space reads) and exit.")
-@option("--keep-checkpoints", type=click.Choice(["best", "all"]), default="best", show_default=True, help="Keep checkpoints of the best trial only, or of all.")
+@option("--keep-checkpoints", type=click.Choice(KEEP_CHECKPOINTS), default=KEEP_CHECKPOINTS[0], show_default=True, help="Keep checkpoints of the best trial only, or of all.")
 @option("--results-dir", default="optuna_results", show_default=True, type=click.Path(file_okay=False), help="Default storage folder; best configs go here.")
 @option("--heartbeat-interval", type=int, default=20, show_default=True, help="Seconds between a running trial's heartbeats.")
 @option("--grace-period", type=int, default=120, show_default=True, help="A trial without heartbeat this long has a dead worker and is failed.")

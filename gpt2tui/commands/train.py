@@ -8,14 +8,20 @@ from typing import Any, Callable
 
 import click
 
+from gpt2core.config import DataConfig, ModelConfig, TrainConfig
 from gpt2core.states import ExitCode
 from gpt2tui.cli import option
-from gpt2tui.distributed_launch import launch_options
+from gpt2tui.cli_options import declared_options, fields_of
+from gpt2tui.commands.distributed_launch import launch_options
 
 EXIT_FINISHED, EXIT_DIVERGED, EXIT_STOPPED = ExitCode.FINISHED, ExitCode.DIVERGED, ExitCode.STOPPED  # gpt2core.states says each
 
-# Flags that mean "no limit" when given 0.
-_ZERO_IS_NONE = ("max_steps", "max_epochs", "max_training_hours")
+# The run flags that are config fields, generated from their declarations (gpt2core/config.py),
+# in --help order: where the text comes from, the model's shape, then how it trains. The
+# model's vocab_size is the tokenizer's (the data section's --vocab-size).
+RUN_FLAG_FIELDS = [*fields_of(DataConfig, "data"), *fields_of(ModelConfig, "model", skip=("vocab_size",)), *fields_of(TrainConfig, "train")]
+# Flags whose declared command-line word for none (0 = no limit) stands for None.
+_NONE_FLAGS = {name: spec.none_flag for name, spec, _, _ in RUN_FLAG_FIELDS if spec.none_flag is not None}
 
 
 class GracefulStop:
@@ -92,21 +98,21 @@ def options_from_flags(config_file: str | None, betas: str | None, flags: dict[s
     flags["data"] = tuple(flags["data"]) or None
     for key, value in flags.items():
         if value is not None:
-            options[key] = None if key in _ZERO_IS_NONE and value == 0 else value
+            options[key] = None if key in _NONE_FLAGS and value == _NONE_FLAGS[key] else value
     return options
 
 
 def _tokenizer_choice(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """A kind, or a directory that exists (its files are read when the run starts)."""
-    from gpt2core.tokenizer import KINDS
+    from gpt2core.choices import TOKENIZER_KINDS
 
-    if value is None or value in KINDS:
+    if value is None or value in TOKENIZER_KINDS:
         return value
     from pathlib import Path
 
     if not Path(value).is_dir():
         raise click.BadParameter(
-            f"{value!r} is not gpt2, bpe or char, and no directory of that name exists (a tokenizer directory holds "
+            f"{value!r} is not {', '.join(TOKENIZER_KINDS[:-1])} or {TOKENIZER_KINDS[-1]}, and no directory of that name exists (a tokenizer directory holds "
             "tokenizer.json, or vocab.json + merges.txt)"
         )
     return value
@@ -118,48 +124,18 @@ def _presets() -> list[str]:
     return ["auto", *PRESETS]
 
 
+def _planned() -> frozenset[str]:
+    """The options the no-option run plans itself (their --help default is a preset's)."""
+    from gpt2core.defaults import PLANNED
+
+    return PLANNED
+
+
 @click.command(context_settings={"max_content_width": 110})
 @option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file of options; flags given here override it.")
 @option("--preset", type=click.Choice(_presets()), default=None, help="Model size. Default auto: a few-minute run sized for this machine.")
-@option("--data", multiple=True, help="Text file, directory or glob (repeatable). Default: the built-in corpus.")
-@option("--dataset-name", default=None, help="Hugging Face dataset, e.g. wikitext (or a local dataset directory).")
-@option("--dataset-config", default=None, help="Its configuration, e.g. wikitext-2-raw-v1.")
-@option("--text-column", default=None, help="Dataset column holding the text [text].")
-@option("--tokenizer", default=None, callback=_tokenizer_choice, help="gpt2 (OpenAI's), bpe (learned from the corpus), char, or a directory with tokenizer.json or vocab.json + merges.txt.")
-@option("--vocab-size", type=int, default=None, help="Tokens in a learned bpe vocabulary.")
-@option("--cache-dir", default=None, help="Token cache [$GPT2TUI_CACHE_DIR or ~/.cache/gpt2tui].")
-@option("--d-model", type=int, default=None, help="Embedding width.")
-@option("--num-heads", type=int, default=None, help="Attention heads (must divide d-model).")
-@option("--num-layers", type=int, default=None, help="Transformer blocks.")
-@option("--d-ff", type=int, default=None, help="MLP hidden width [4 x d-model].")
-@option("--context-length", type=int, default=None, help="Tokens per training window.")
-@option("--dropout", type=float, default=None, help="Dropout probability.")
-@option("--batch-size", type=int, default=None, help="Sequences per micro-batch, all processes together [8 with a preset].")
-@option("--learning-rate", "--lr", type=float, default=None, help="Peak learning rate [3e-4 with a preset].")
-@option("--min-lr", type=float, default=None, help="Floor of the cosine decay [learning-rate / 10].")
-@option("--weight-decay", type=float, default=None, help="AdamW weight decay [0.01 with a preset].")
-@option("--betas", default=None, help="AdamW betas as 'beta1,beta2' [0.9,0.95].")
-@option("--beta1", type=float, default=None, help="AdamW beta1.")
-@option("--beta2", type=float, default=None, help="AdamW beta2.")
-@option("--warmup-steps", type=int, default=None, help="Linear warmup steps [2000 with a preset].")
-@option("--gradient-clip", type=float, default=None, help="Clip the gradient norm to this; 0 is off [1.0].")
-@option("--grad-accum", "--gradient-accumulation-steps", type=int, default=None, help="Micro-batches per optimizer step [1].")
-@option("--max-steps", type=int, default=None, help="Stop after this many steps; 0 is no limit.")
-@option("--max-epochs", type=float, default=None, help="Stop after this many passes over the data; 0 is no limit [10 with a preset].")
-@option("--max-training-hours", type=float, default=None, help="Wall-clock budget; once it will end the run, the lr decay ends with it; 0 is none [12 with a preset; off when another limit is given].")
-@option("--mixed-precision/--no-mixed-precision", default=None, help="bf16/fp16 autocast where it is fast [on].")
-@option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None, help="Force a precision [auto].")
-@option("--compile/--no-compile", default=None, help="torch.compile the model [off].")
-@option("--device", default=None, help="auto, cpu, cuda, cuda:N or mps [auto].")
-@option("--seed", type=int, default=None, help="Random seed [1337].")
-@option("--eval-interval", type=int, default=None, help="Evaluate, sample and checkpoint every this many steps.")
-@option("--eval-iters", type=int, default=None, help="Validation batches per evaluation.")
-@option("--log-interval", type=int, default=None, help="Report progress every this many steps.")
-@option("--checkpoint-interval", type=int, default=None, help="Also checkpoint every this many steps [at each evaluation].")
-@option("--keep-last", type=int, default=None, help="Step checkpoints to keep, besides the best [3].")
-@option("--on-save-error", type=click.Choice(["stop", "continue"]), default=None, help="When a checkpoint cannot be written (disk full): stop (exit 1), or warn and continue [stop].")
-@option("--sample-prompt", default=None, help="Prompt of the sample at each evaluation [The].")
-@option("--sample-tokens", type=int, default=None, help="Tokens in that sample; 0 is no samples [100].")
+@declared_options(RUN_FLAG_FIELDS, given_only=True, planned=_planned(), extra={"tokenizer": {"callback": _tokenizer_choice}})
+@option("--betas", default=None, help="AdamW betas as 'beta1,beta2' [0.9,0.95]; --beta1 / --beta2 win over it.")
 @option("--run-name", default=None, help="Name of the run [<preset>-<date>-<time>].")
 @option("--resume-from", default=None, help="Continue from a checkpoint directory, a run's checkpoint folder or a run name.")
 @option("--init-from", default=None, metavar="SOURCE", help="Start a new run from these weights and tokenizer: gpt2, gpt2-medium, ..., a Hugging Face GPT-2 directory, or a checkpoint / run.")
@@ -167,7 +143,6 @@ def _presets() -> list[str]:
 @option("--runs-dir", default=None, type=click.Path(file_okay=False), help="Where runs are written [runs].")
 @option("--checkpoints-dir", default="checkpoints", show_default=True, type=click.Path(file_okay=False), help="Where checkpoints are written.")
 @option("--tensorboard/--no-tensorboard", default=True, show_default=True, help="Write TensorBoard event files into the run.")
-@option("--threads", default=None, help="CPU threads: N, or auto (the fastest as load changes; sums then differ, so runs are not bit-reproducible) [auto in the no-option run; else fixed at torch's count, recorded and reused on resume].")
 @option("--plain", is_flag=True, help="Plain log lines even on a terminal.")
 @launch_options
 @click.pass_context
@@ -194,8 +169,8 @@ def train(ctx: click.Context, config_file, betas, run_name, resume_from, init_fr
     from gpt2core.defaults import build_run_config, config_for_resume
     from gpt2core.distributed import Distributed
     from gpt2core.train import Trainer
-    from gpt2tui.distributed_launch import launch_run, pop_launch_plan
-    from gpt2tui.progress import PlainLog, make_display, summary
+    from gpt2tui.commands.distributed_launch import launch_run, pop_launch_plan
+    from gpt2tui.commands.progress import PlainLog, make_display, summary
 
     launch = pop_launch_plan(flags)
     allow_data_change = flags.pop("allow_data_change")  # how to resume, not a run option

@@ -13,8 +13,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from gpt2core.run_read import RunProgress
 from gpt2tui import humanize
-from gpt2tui.run_progress import RunProgress
 from gpt2tui.widgets.loss_chart import Series, draw_chart, format_step
 
 # ANSI colour names (16-colour terminals have them) and glyphs, one pair per run, in order.

@@ -9,6 +9,7 @@ rich ``Text``: run names and paths are data, never markup.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on
@@ -50,12 +51,11 @@ def checkpoint_options(root: Path) -> list[tuple[str, str]]:
 
 
 class ModelPicker(Vertical):
+    @dataclass
     class Chosen(Message):
         """The user picked a checkpoint from the list or typed a source and pressed enter."""
 
-        def __init__(self, source: str) -> None:
-            super().__init__()
-            self.source = source
+        source: str
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)

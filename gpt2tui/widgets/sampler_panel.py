@@ -1,9 +1,11 @@
-"""The chat's sampling controls: one slider per SampleConfig knob, defaults from SampleConfig.
+"""The chat's sampling controls: one slider per sampling option whose declaration has a dial.
 
-The panel only holds values; the chat reads ``sample_settings()`` when it starts the next
-generation, so a change never disturbs a reply that is streaming. One knob is "picked"
-(marked in the panel): the chat's modifier keys move the pick and turn the picked knob, so
-the sampler works while the prompt keeps the keyboard focus.
+The sliders, their labels, travel, steps and defaults all come from SampleConfig's option
+declarations (gpt2core/config.py), so a new sampling option with a ``Dial`` appears here with
+no edit in this file. The panel only holds values; the chat reads ``sample_settings()`` when it
+starts the next generation, so a change never disturbs a reply that is streaming. One knob is
+"picked" (marked in the panel): the chat's modifier keys move the pick and turn the picked
+knob, so the sampler works while the prompt keeps the keyboard focus.
 """
 
 from __future__ import annotations
@@ -15,28 +17,27 @@ from textual.binding import Binding
 from textual.containers import Vertical
 
 from gpt2core.config import SampleConfig
+from gpt2core.schema import Dial, specs
 from gpt2tui.widgets.slider import Slider
 
 
 @dataclass(frozen=True)
 class Knob:
+    """A slider of the panel, as SampleConfig declares it."""
+
     name: str  # the SampleConfig field
     label: str
-    minimum: float
-    maximum: float
-    step: float
-    big_step: float
-    decimals: int
-    zero_label: str | None = None
+    kind: type  # int or float: what sample_settings() hands back
+    default: float
+    dial: Dial
+
+    @property
+    def decimals(self) -> int:
+        return 0 if self.kind is int else self.dial.decimals
 
 
-KNOBS = (
-    Knob("temperature", "temperature", 0.0, 2.0, 0.05, 0.25, 2, zero_label="0 greedy"),
-    Knob("top_k", "top-k", 0, 200, 1, 10, 0, zero_label="off"),
-    Knob("top_p", "top-p", 0.05, 1.0, 0.01, 0.1, 2),
-    Knob("repetition_penalty", "repeat penalty", 1.0, 2.0, 0.01, 0.1, 2),
-    Knob("max_new_tokens", "max new tokens", 10, 1000, 10, 100, 0),
-)
+# In declaration order; at 80x24 the panel holds five, so only some options declare a dial.
+KNOBS = tuple(Knob(name, spec.label_for(name), spec.kind, default, spec.dial) for name, spec, default in specs(SampleConfig) if spec.dial is not None)
 
 
 # The chat screen's keys for the panel: modifier and function keys, so they work while the
@@ -59,17 +60,17 @@ class SamplerPanel(Vertical):
         self.picked = 0  # index into KNOBS of the knob the chat's keys turn
 
     def compose(self) -> ComposeResult:
-        defaults = SampleConfig()
         for knob in KNOBS:
+            dial = knob.dial
             yield Slider(
                 knob.label,
-                getattr(defaults, knob.name),
-                minimum=knob.minimum,
-                maximum=knob.maximum,
-                step=knob.step,
-                big_step=knob.big_step,
+                knob.default,
+                minimum=dial.minimum,
+                maximum=dial.maximum,
+                step=dial.step,
+                big_step=dial.big_step,
                 decimals=knob.decimals,
-                zero_label=knob.zero_label,
+                zero_label=dial.zero_label,
                 id=f"knob-{knob.name}",
             )
 
@@ -98,5 +99,19 @@ class SamplerPanel(Vertical):
         settings = {}
         for knob in KNOBS:
             value = self.slider(knob.name).value
-            settings[knob.name] = int(value) if knob.decimals == 0 else float(value)
+            settings[knob.name] = knob.kind(value)
         return settings
+
+
+class SamplerActions:
+    """The actions SAMPLER_BINDINGS and SAMPLER_PALETTE name, for the screen that holds the
+    panel (bindings run on the screen, so the prompt can keep the focus)."""
+
+    def action_pick_knob(self, step: int) -> None:
+        self.query_one(SamplerPanel).pick(step)  # type: ignore[attr-defined]
+
+    def action_turn_knob(self, steps: int) -> None:
+        self.query_one(SamplerPanel).picked_slider().action_nudge(steps)  # type: ignore[attr-defined]
+
+    def action_knob(self, name: str, step: int) -> None:
+        self.query_one(SamplerPanel).slider(name).action_nudge(step)  # type: ignore[attr-defined]

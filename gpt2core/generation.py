@@ -16,18 +16,16 @@ Three layers, each usable alone:
   character, never samples ids the tokenizer cannot decode, and handles stop strings and EOS.
 
 Each takes a ``precision`` for the weights (``inference_precision``): "auto" runs a bf16 copy of
-the model (``inference_model``) where the device computes bf16 natively, "fp32" the model itself,
-which gives exactly transformers' numbers. Sampling always runs on fp32 logits.
+the model (``inference_model``) where the device computes bf16 natively, with its linear weights
+prepacked for oneDNN on such CPUs (``gpt2core.cpu_linear``); "fp32" runs the model itself, which
+gives exactly transformers' numbers. Sampling always runs on fp32 logits.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
-import sys
 import threading
 import time
-import types
 import weakref
 from typing import Iterator
 
@@ -35,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2core.config import SampleConfig
+from gpt2core.cpu_linear import can_pack, pack_linears
 from gpt2core.errors import ConfigError
 from gpt2core.model import GPT
 from gpt2core.precision import cpu_has_native_bf16
@@ -203,25 +202,35 @@ def inference_precision(precision: str, device: torch.device | str, num_params: 
 
 # model -> (what its copy was made from, the copy): one copy per model, rebuilt when its weights change.
 _COPIES: "weakref.WeakKeyDictionary[GPT, tuple[tuple, GPT]]" = weakref.WeakKeyDictionary()
+# Prepack the copy's linear weights for oneDNN where that pays (``cpu_linear.can_pack``). A switch
+# only so that bench/bench_generate.py can measure what packing gives; nothing else turns it off.
+PACK_CPU_BF16 = True
 
 
 def inference_model(model: GPT, precision: str = "auto") -> GPT:
-    """``model`` itself when its weights are already in the chosen precision, else an eval-mode
-    copy in that dtype, kept while ``model`` lives and rebuilt when any of its weights has been
-    written since (the version counters of its tensors say so), so training between two
-    generations is never ignored. The copy costs the weights once more in the smaller dtype."""
+    """The model generation runs: ``model`` itself when its weights are already in the chosen
+    precision and nothing needs packing, else an eval-mode copy in that dtype, with its linear
+    weights prepacked for oneDNN on CPUs with native bf16 (``gpt2core.cpu_linear``). The copy is
+    kept while ``model`` lives and rebuilt when any of its weights has been written since (the
+    version counters of its tensors say so), so training between two generations is never
+    ignored. It costs the weights once more in the smaller dtype (plus the packed head, 77 MB
+    at 124M, since the embedding keeps its plain layout)."""
     dtype = _DTYPES[inference_precision(precision, model.device, model.num_params())]
-    if model.transformer.wte.weight.dtype == dtype:
+    pack = PACK_CPU_BF16 and can_pack(model.device, dtype)
+    if model.transformer.wte.weight.dtype == dtype and not pack:
         return model
     tensors = [*model.parameters(), *model.buffers()]
-    made_from = (dtype, model.device, tuple(t.data_ptr() for t in tensors), tuple(t._version for t in tensors))
+    made_from = (dtype, pack, model.device, tuple(t.data_ptr() for t in tensors), tuple(t._version for t in tensors))
     held = _COPIES.get(model)
     if held is not None and held[0] == made_from:
         return held[1]
     tokenizer = getattr(model, "tokenizer", None)
     shared = {} if tokenizer is None else {id(tokenizer): tokenizer}  # the copy shares it, never duplicates it
+    _COPIES.pop(model, None)  # let the old copy go before the new one is built: one copy in memory
     with torch.no_grad():
         twin = copy.deepcopy(model, shared).to(dtype).eval()  # deepcopy keeps the tied head tied
+        if pack:
+            pack_linears(twin)
     _COPIES[model] = (made_from, twin)
     return twin
 
@@ -298,32 +307,32 @@ def generate(
     top_p: float = 0.95,
     repetition_penalty: float = 1.2,
     seed: int | None = None,
-    **more,
+    *,
+    min_p: float = 0.0,
+    repetition_window: int = SampleConfig.repetition_window,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    stop_event: threading.Event | None = None,
+    vocab_limit: int | None = None,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Continue token ids ``idx`` (B, T) and return the new ids, a LongTensor (B, n_new).
 
-    temperature 0 is greedy. More keywords: ``min_p`` (0), ``repetition_window`` (64; 0 = all),
+    temperature 0 is greedy. Keyword-only: ``min_p`` (0), ``repetition_window`` (64; 0 = all),
     ``eos_id`` (when given, a row that samples it is finished and padded with it, and generation
     stops early once every row is finished), ``generator`` (a torch.Generator, instead of
     ``seed``), ``stop_event`` (a threading.Event that ends generation early), ``vocab_limit``
-    (sample only ids below it; defaults to ``model.tokenizer.vocab_size`` when the model has one),
-    ``precision`` ("auto": bf16 weights where the device computes bf16 natively; "fp32" for
-    exactly the numbers of transformers; see ``inference_precision``).
+    (sample only ids below it; None means ``model.tokenizer.vocab_size`` when the model has one,
+    else the whole vocabulary), ``precision`` ("auto": bf16 weights where the device computes
+    bf16 natively; "fp32" for exactly the numbers of transformers; see ``inference_precision``).
 
     Without ``eos_id`` the result has exactly ``max_new_tokens`` columns. Prompts longer than
     the context keep their last ``context_length`` tokens; an empty prompt (T = 0) starts from
     EOS. A 1-D ``idx`` gives a 1-D result.
     """
-    min_p = more.pop("min_p", 0.0)
-    repetition_window = more.pop("repetition_window", SampleConfig.repetition_window)
-    eos_id = more.pop("eos_id", None)
-    generator = more.pop("generator", None)
-    stop_event: threading.Event | None = more.pop("stop_event", None)
-    precision = more.pop("precision", "auto")
     tokenizer = getattr(model, "tokenizer", None)
-    vocab_limit = more.pop("vocab_limit", tokenizer.vocab_size if tokenizer is not None else None)
-    if more:
-        raise TypeError(f"generate() got unexpected keyword argument(s): {', '.join(sorted(more))}")
+    if vocab_limit is None and tokenizer is not None:
+        vocab_limit = tokenizer.vocab_size
     config = SampleConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
@@ -516,20 +525,3 @@ def stream_text(
     ``precision`` is the weights' (see ``inference_precision``; "fp32" for exact numbers).
     """
     return TextStream(model, tokenizer, prompt, config, stop_event, precision)
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this submodule (``from gpt2core.generate import stream_text``) makes the package
-    attribute ``gpt2core.generate`` this module, while the documented contract is the function
-    ``gpt2core.generate(model, idx, ...)``. Making the module call through to the function (with
-    its signature) keeps the contract whichever happens first."""
-
-    def __call__(self, *args, **kwargs) -> torch.Tensor:
-        return generate(*args, **kwargs)
-
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(generate)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -2,7 +2,8 @@
 
 Both read the trainer's events and write to stderr (stdout is kept for results). The plain form
 is one flushed line per event, for nohup, CI logs and `| tee`. Output errors (a terminal that
-went away with SIGHUP) switch the display off instead of stopping the run.
+went away with SIGHUP) switch the display off instead of stopping the run. Both fold the events
+into the run's read model (gpt2core.run_read) and show its ETA, the one the console shows.
 """
 
 from __future__ import annotations
@@ -11,18 +12,9 @@ import math
 import sys
 from typing import IO
 
-from gpt2core.events import (
-    CheckpointEvent,
-    EvalEvent,
-    Event,
-    FailedEvent,
-    FinishedEvent,
-    RunStarted,
-    SampleEvent,
-    StepEvent,
-    WarningEvent,
-)
+from gpt2core.events import CheckpointEvent, EvalEvent, Event, FailedEvent, FinishedEvent, RunStarted, SampleEvent, StepEvent, WarningEvent
 from gpt2core.printable import printable
+from gpt2core.run_read import RunProgress
 from gpt2tui.humanize import count, duration, number
 
 
@@ -82,14 +74,21 @@ def describe_start(e: RunStarted) -> str:
     )
 
 
-def describe_step(e: StepEvent, max_steps: int | None) -> str:
-    of = f"/{max_steps}" if max_steps else ""
+def eta_text(run: RunProgress) -> str:
+    """The ETA as of the latest step record ('–' until the trainer has measured its speed)."""
+    eta = run.eta(live=False)  # as of the record: what a watcher reading the same records shows then
+    return duration(eta.seconds if eta else None)
+
+
+def describe_step(e: StepEvent, run: RunProgress) -> str:
+    """The line for step record ``e``, which ``run`` has folded."""
+    of = f"/{run.max_steps}" if run.max_steps else ""
     mfu = f" | MFU {e.mfu * 100:.1f}%" if e.mfu is not None else ""
     skipped = f" | skipped {e.skipped_steps}" if e.skipped_steps else ""
     threads = f" | {e.threads} thread{'s' if e.threads != 1 else ''}" if e.threads else ""
     return (
         f"step {e.step}{of} | loss {number(e.loss)} | lr {e.lr:.2e} | grad {number(e.grad_norm, 3)} | "
-        f"{count(e.tokens_per_sec)} tok/s{describe_rank_speeds(e.rank_tokens_per_sec)}{mfu} | epoch {e.epoch:.2f} | {duration(e.elapsed_s)} elapsed, ETA {duration(e.eta_s)}{threads}{skipped}"
+        f"{count(e.tokens_per_sec)} tok/s{describe_rank_speeds(e.rank_tokens_per_sec)}{mfu} | epoch {e.epoch:.2f} | {duration(e.elapsed_s)} elapsed, ETA {eta_text(run)}{threads}{skipped}"
     )
 
 
@@ -115,7 +114,7 @@ class PlainLog:
 
     def __init__(self, stream: IO[str] | None = None):
         self.stream = stream or sys.stderr
-        self.max_steps: int | None = None
+        self.run = RunProgress()
         self.enabled = True
 
     def message(self, text: str) -> None:
@@ -128,11 +127,11 @@ class PlainLog:
             self.enabled = False  # the terminal is gone (SIGHUP, closed pipe): keep training quietly
 
     def on_event(self, e: Event) -> None:
+        self.run.fold(e)
         if isinstance(e, RunStarted):
-            self.max_steps = e.max_steps or None
             self.message(describe_start(e))
         elif isinstance(e, StepEvent):
-            self.message(describe_step(e, self.max_steps))
+            self.message(describe_step(e, self.run))
         elif isinstance(e, EvalEvent):
             self.message(describe_eval(e))
         elif isinstance(e, SampleEvent):
@@ -156,6 +155,7 @@ class LiveView:
 
         self.started: RunStarted | None = None
         self.step: StepEvent | None = None
+        self.run = RunProgress()
         self.eval: EvalEvent | None = None
         self.sample: SampleEvent | None = None
         self.enabled = True
@@ -198,7 +198,7 @@ class LiveView:
                 if started.max_training_hours
                 else ""
             )
-            table.add_row("time", f"{duration(step.elapsed_s)} elapsed   ETA {duration(step.eta_s)}{budget}")
+            table.add_row("time", f"{duration(step.elapsed_s)} elapsed   ETA {eta_text(self.run)}{budget}")
         eval_, sample = self.eval, self.sample
         if eval_ is not None:
             table.add_row("val loss", f"{number(eval_.val_loss)} (best {number(eval_.best_val_loss)})   perplexity {number(eval_.perplexity)}")
@@ -217,6 +217,7 @@ class LiveView:
     def on_event(self, e: Event) -> None:
         if not self.enabled:
             return
+        self.run.fold(e)
         try:
             if isinstance(e, RunStarted):
                 self.started = e
