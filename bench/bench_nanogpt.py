@@ -2,6 +2,7 @@
 
     python bench/bench_nanogpt.py --nanogpt /tmp/nanogpt                 # one run each
     python bench/bench_nanogpt.py --nanogpt /tmp/nanogpt --seeds 1337,1,2  # seed spread
+    python bench/bench_nanogpt.py --nanogpt /tmp/nanogpt --threads 1     # a machine others share
     python bench/bench_nanogpt.py --nanogpt /tmp/nanogpt --repeat 2 --ours-extra=--precision=fp32
 
 The recipe is the one nanoGPT's README gives for a CPU: tiny shakespeare at character level,
@@ -63,7 +64,9 @@ REFERENCE_ARGS = (
 
 # The same recipe in our flags. nanoGPT's defaults that its command does not name are spelled out:
 # weight_decay 0.1, grad_clip 1.0, beta1 0.9, d_ff 4 x n_embd; bias False goes in a --config file
-# (bias = false), which every version of gpt2tui reads.
+# (bias = false), which every version of gpt2tui reads; so does nanoGPT's exact GELU (nn.GELU(), erf),
+# where ours defaults to GPT-2's tanh form (Hugging Face parity): the same network on both sides.
+RECIPE_TOML = "[model]\nbias = false\ngelu = \"erf\"\n"
 OURS_ARGS = (
     "--tokenizer char --context-length 64 --d-model 128 --num-heads 4 --num-layers 4 --d-ff 512 --dropout 0 "
     "--batch-size 12 --lr 1e-3 --min-lr 1e-4 --weight-decay 0.1 --beta1 0.9 --beta2 0.99 --warmup-steps 100 "
@@ -99,7 +102,7 @@ def prepare(nanogpt: Path, workdir: Path) -> tuple[str, str]:
     (ours / "train.txt").write_text(train_text, encoding="utf-8")
     (ours / "validation.txt").write_text(val_text, encoding="utf-8")
     (ours / "test.txt").write_text(val_text, encoding="utf-8")  # a test split present: none is carved from train
-    (workdir / "recipe.toml").write_text("[model]\nbias = false\n", encoding="utf-8")
+    (workdir / "recipe.toml").write_text(RECIPE_TOML, encoding="utf-8")
     return train_text, val_text
 
 
@@ -194,9 +197,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=STEPS, help="iterations (the recipe's 2000)")
     parser.add_argument("--only", choices=["both", "ours", "reference"], default="both", help="run one side only")
     parser.add_argument("--ours-extra", default="", help="extra flags for gpt2tui train, e.g. '--precision fp32'")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for both sides (1 on a shared machine; default: inherited)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep runs and checkpoints here (default: a temporary directory)")
     args = parser.parse_args()
     nanogpt = args.nanogpt.resolve()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # read by both children's torch at start
+        torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     extra = shlex.split(args.ours_extra)
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,8 @@ compare  the issue's run: the built-in corpus (~1.2 MB) at character level, 4 la
          no_grad, a torch.save checkpoint when the val loss improves. Both start from the same
          token arrays and seed; wall time includes evaluation and checkpoints.
 
+nanoGPT's own train.py against `gpt2tui train` on its CPU recipe is bench/bench_nanogpt.py.
+
 Only compare has a reference measured in the same run (and the ratio); presets and target are
 absolute numbers for this machine (MFU is relative to the device's peak FLOP/s).
 Every table names the device and the torch thread count. Other processes on the machine change

@@ -13,5 +13,6 @@ DEVICES = ("cpu", "cuda", "mps")  # the device kinds a form offers; "auto" and "
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"  # how help and errors spell every accepted device word
 SAMPLERS = ("tpe", "random")  # Optuna samplers `optimize` can draw parameters with; tpe first (the default)
 PRUNERS = ("median", "hyperband", "none")  # Optuna pruners; median first (the default)
+GELU_FORMS = ("tanh", "erf")  # the MLP's GELU: tanh is GPT-2's (Hugging Face parity, the default), erf the exact form
 KEEP_CHECKPOINTS = ("best", "all")  # which trials' checkpoints a study keeps; best first (the default)
 ON_SAVE_ERROR = ("stop", "continue")  # what a run does when a checkpoint cannot be written; stop first

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from gpt2core.choices import DEVICES_HELP, ON_SAVE_ERROR, PRECISIONS, TOKENIZER_KINDS
+from gpt2core.choices import DEVICES_HELP, GELU_FORMS, ON_SAVE_ERROR, PRECISIONS, TOKENIZER_KINDS
 from gpt2core.errors import ConfigError
 from gpt2core.schema import Dial, check_fields, check_value, option, specs
 
@@ -49,6 +49,7 @@ class ModelConfig:
     d_ff: int = option(3072, int, "hidden width of the MLP, 4 * d_model in every GPT-2", minimum=1, maximum=1 << 18, note="4 x d-model")
     dropout: float = option(0.1, float, "dropout probability on embeddings, attention weights and residual branches while training", minimum=0.0, maximum=1.0, max_open=True)
     bias: bool = option(True, bool, "biases in Linear and LayerNorm as in GPT-2; off is slightly faster (nanoGPT's CPU recipe trains without)", note="on")
+    gelu: str = option("tanh", str, "the MLP's GELU: tanh is GPT-2's approximation (needed to match its and Hugging Face's logits), erf the exact form nanoGPT uses (a little cheaper on CPUs)", choices=GELU_FORMS, note="tanh")
     layer_norm_eps: float = option(1e-5, float, "LayerNorm epsilon; GPT-2's value is needed to match its logits", minimum=0.0, maximum=1.0, min_open=True, flag="")
 
     def __post_init__(self) -> None:

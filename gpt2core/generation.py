@@ -32,6 +32,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
+from gpt2core.choices import PRECISIONS
 from gpt2core.config import SampleConfig
 from gpt2core.cpu_linear import can_pack, pack_linears
 from gpt2core.errors import ConfigError
@@ -44,8 +45,9 @@ REFILL_FRACTION = 0.75
 # top-p without top-k: sort only this many of the best tokens, and the whole vocabulary only when
 # they hold less than top_p of the probability (rare for a trained model: a flat distribution).
 TOP_P_PARTIAL = 1024
-# Weights for inference: "auto" picks the fastest the device computes natively (``inference_precision``).
-INFERENCE_PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Weights for inference: "auto" picks the fastest the device computes natively (``inference_precision``);
+# the words are training's (gpt2core.choices), listed once.
+INFERENCE_PRECISIONS = PRECISIONS
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 # On a CPU, "auto" keeps models below this many parameters in fp32: their weights sit in cache, so
 # halving their bytes saves nothing, while each bf16 operation costs more (a 0.03M-parameter model

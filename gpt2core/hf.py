@@ -40,8 +40,10 @@ from gpt2core.tokenizer import EOS_TOKEN, TOKENIZER_FILE, Tokenizer, gpt2_tokeni
 
 # The GPT-2 checkpoints OpenAI released (plus the distilled one), by their short hub names.
 HUB_MODELS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2")
-# Activations Hugging Face computes with GPT-2's tanh approximation of GELU (ours).
+# Hugging Face's names for the two GELU forms a model here may use (ModelConfig.gelu): its
+# tanh-approximation activations (GPT-2's), and the exact erf one; export writes the first of each.
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+ERF_GELUS = ("gelu",)
 # Weights stored by Hugging Face's Conv1D as (in, out).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 MASK_BUFFERS = re.compile(r"\.attn\.(bias|masked_bias)$")  # causal masks, not weights
@@ -73,9 +75,9 @@ def model_config_from_hf(hf: Mapping[str, Any], where: str = "the config") -> Mo
             f"{where} describes a {model_type or 'model of unknown type'!r} model; only GPT-2 (model_type 'gpt2') can be loaded"
         )
     activation = hf.get("activation_function", "gelu_new")
-    if activation not in TANH_GELUS:
+    if activation not in TANH_GELUS + ERF_GELUS:
         raise CheckpointError(
-            f"{where} uses activation {activation!r}; this GPT-2 implements the tanh GELU ({', '.join(TANH_GELUS)})"
+            f"{where} uses activation {activation!r}; this GPT-2 implements GELU ({', '.join(TANH_GELUS + ERF_GELUS)})"
         )
     for flag, wanted, why in (
         ("scale_attn_weights", True, "attention scores scaled by 1/sqrt(head size)"),
@@ -98,6 +100,7 @@ def model_config_from_hf(hf: Mapping[str, Any], where: str = "the config") -> Mo
             d_ff=n_inner,
             dropout=float(hf.get("resid_pdrop", 0.1)),
             bias=True,
+            gelu="tanh" if activation in TANH_GELUS else "erf",
             layer_norm_eps=float(hf.get("layer_norm_epsilon", 1e-5)),
         )
     except (ConfigError, TypeError, ValueError) as exc:
@@ -116,7 +119,7 @@ def hf_config_from_model(config: ModelConfig, *, tied: bool, eos_id: int | None,
         "n_head": config.num_heads,
         "n_layer": config.num_layers,
         "n_inner": config.d_ff,
-        "activation_function": "gelu_new",
+        "activation_function": TANH_GELUS[0] if config.gelu == "tanh" else ERF_GELUS[0],
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,

@@ -33,7 +33,7 @@ from gpt2core.tokenizer import Tokenizer, load_tokenizer_choice
 INIT_FROM_KEY = "init_from"  # where config.json, run_started's config and checkpoint meta keep the record
 
 # Shape options the weights fix; a flag that asks for another value contradicts SOURCE.
-FIXED_BY_WEIGHTS = ("d_model", "num_heads", "num_layers", "d_ff", "bias", "layer_norm_eps")
+FIXED_BY_WEIGHTS = ("d_model", "num_heads", "num_layers", "d_ff", "bias", "gelu", "layer_norm_eps")
 
 # Training defaults of a fine-tuning run, under the user's flags. Pretrained weights want a
 # learning rate about ten times lower than training from scratch (5e-5 is the Hugging Face

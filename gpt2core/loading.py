@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from gpt2core.choices import DEVICES_HELP
 from gpt2core.checkpoint import DEFAULT_CHECKPOINTS_ROOT, load_checkpoint
 from gpt2core.errors import CheckpointError, ConfigError
 from gpt2core.hf import is_hf_directory, load_hf, looks_like_hub_name
@@ -36,7 +37,7 @@ def resolve_device(name: str | torch.device = "cpu") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {name!r}; use cpu, cuda, cuda:N, mps or auto") from None
+        raise ConfigError(f"unknown device {name!r}; use {DEVICES_HELP}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")

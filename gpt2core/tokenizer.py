@@ -23,7 +23,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trai
 from tokenizers import Tokenizer as _RustTokenizer
 
 from gpt2core.choices import TOKENIZER_KINDS
-from gpt2core.errors import HubUnavailableError, TokenizerError
+from gpt2core.errors import TokenizerError
 
 EOS_TOKEN = "<|endoftext|>"
 UNKNOWN_CHAR = "\ufffd"  # what the char tokenizer turns characters it never saw into

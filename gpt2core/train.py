@@ -26,7 +26,6 @@ from typing import Callable
 import torch
 
 from gpt2core import train_report as report
-from gpt2core.checkpoint import check_trainer_state  # noqa: F401 (its old import path; the schema is checkpoint's)
 from gpt2core.config import RunConfig
 from gpt2core.data import PreparedData
 from gpt2core.defaults import resolve_tokenizer
@@ -106,10 +105,6 @@ class Trainer:
     @property
     def data(self) -> PreparedData:
         return self.parts.data
-
-    @property
-    def scaler(self) -> torch.amp.GradScaler:  # tests read the loss scale a resume continues with
-        return self.parts.scaler
 
     @property
     def data_changes(self) -> list[str]:

@@ -126,7 +126,6 @@ class GPT2App(App[None]):
         """Every place that defines keys, in the order the help screen lists them:
         (section title, the class whose actions the keys run, its bindings)."""
         from screens.compare import CompareScreen
-        from screens.compare import CompareScreen
         from screens.help import HelpScreen
         from screens.new_run import NewRunScreen
         from screens.new_study import NewStudyScreen

@@ -194,7 +194,7 @@ def request_for_study(
 def flags_for_options(options: Mapping[str, Any]) -> list[str]:
     """Run options (as `gpt2tui train` flags produce them) back into those flags."""
     from gpt2tui.cli import as_flags
-    from gpt2tui.commands.train import _NONE_FLAGS, train
+    from gpt2tui.commands.train import NONE_FLAGS, train
 
     by_name = {p.name: p for p in train.params}
     flags: list[str] = []
@@ -202,8 +202,8 @@ def flags_for_options(options: Mapping[str, Any]) -> list[str]:
         param = by_name.get(key)
         if param is None or key in ("runs_dir", "checkpoints_dir"):
             continue  # not a flag (a --config file's own key), or given by the form
-        if value is None and key in _NONE_FLAGS:
-            value = _NONE_FLAGS[key]  # "no limit" is spelled 0 on the command line
+        if value is None and key in NONE_FLAGS:
+            value = NONE_FLAGS[key]  # "no limit" is spelled 0 on the command line
         flags += as_flags(param, value)
     return flags
 

@@ -158,7 +158,6 @@ class ChatScreen(ChatActions, SamplerActions, ConsoleScreen):
 
     @on(Input.Submitted, "#prompt")
     def _prompt(self, event: Input.Submitted) -> None:
-        prompt_input = self.query_one("#prompt", PromptInput)
         if not event.value.strip():
             self.notify("Type a prompt first: the model continues the text you give it.", severity="warning")
             return

@@ -9,7 +9,7 @@ The form remembers its last values on the app, so pressing n again starts from t
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from rich.text import Text
 from textual import on, work
@@ -50,12 +50,13 @@ WIDE_FIELDS = (  # one per row, across the form
 )
 
 
+@dataclass
 class Checked(Message):
     """The worker's verdict on Start: the argv to launch, or the problem to show."""
 
-    def __init__(self, request: launch.TrainRequest, argv: list[str] | None, problem: str | None) -> None:
-        super().__init__()
-        self.request, self.argv, self.problem = request, argv, problem
+    request: launch.TrainRequest  # what the form asked for
+    argv: list[str] | None  # the command to launch, when it passed
+    problem: str | None  # the one line to show, when it did not
 
 
 class NewRunScreen(ModalScreen["launch.Launched | None"]):

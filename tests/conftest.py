@@ -80,3 +80,19 @@ def corpus_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     (root / "corpus.txt").write_text(SAMPLE_TEXT)
     return root
+
+
+@pytest.fixture
+def sharp_model(char_tokenizer):
+    """A micro model with weights scaled up 5x: its greedy choices depend on the whole context
+    (at GPT-2's initial scale a random model repeats one token whatever came before), so a
+    wrong cache or window shows up as different tokens."""
+    from gpt2core.config import preset
+    from gpt2core.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(5)
+    return model

@@ -46,19 +46,6 @@ def greedy_reference(model, idx, n_new, refill=None):
     return seq[:, idx.size(1) :]
 
 
-@pytest.fixture
-def sharp_model(char_tokenizer):
-    """A micro model with weights scaled up 5x: its greedy choices depend on the whole context
-    (at GPT-2's initial scale a random model repeats one token whatever came before), so a
-    wrong cache or window shows up as different tokens."""
-    torch.manual_seed(0)
-    model = GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(5)
-    return model
-
-
 def greedy(model, idx, n):
     return generate(model, idx, max_new_tokens=n, temperature=0, repetition_penalty=1.0)
 

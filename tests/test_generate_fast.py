@@ -13,27 +13,14 @@ import torch.nn.functional as F
 
 from gpt2core import generation
 from gpt2core.checkpoint import CheckpointStore
-from gpt2core.config import preset
 from gpt2core.cpu_linear import PackedLinear, can_pack
 from gpt2core.errors import ConfigError
 from gpt2core.generation import CPU_BF16_MIN_PARAMS, TOP_P_PARTIAL, filter_logits, generate, inference_model, inference_precision
-from gpt2core.model import GPT
 
 # Whether this machine's CPU runs the packed bf16 path (AMX, through oneDNN); the tests below
 # check the packed path where it exists and the plain bf16 copy where it does not.
 PACKS = can_pack(torch.device("cpu"), torch.bfloat16)
 needs_packing = pytest.mark.skipif(not PACKS, reason="this CPU has no native bf16 for oneDNN to pack for")
-
-
-@pytest.fixture
-def sharp_model(char_tokenizer):
-    """A micro model with weights scaled up 5x, so greedy choices depend on the context."""
-    torch.manual_seed(0)
-    model = GPT(preset("micro").replace(vocab_size=char_tokenizer.vocab_size)).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(5)
-    return model
 
 
 def greedy_by_full_forwards(model, idx, n_new):

@@ -32,6 +32,8 @@ SHAPES = [
         dict(vocab_size=50, n_positions=40, n_embd=24, n_layer=2, n_head=1, layer_norm_epsilon=1e-6, activation_function="gelu_pytorch_tanh"),
         "no-prefix",
     ),
+    # the exact (erf) GELU: loads as gelu = "erf" and exports as "gelu" again
+    ("erf-gelu", dict(vocab_size=53, n_positions=24, n_embd=32, n_layer=2, n_head=2, activation_function="gelu"), "save_pretrained"),
 ]
 
 
@@ -78,6 +80,7 @@ def tokens(vocab, batch, length, seed=0):
 
 def test_logits_match_transformers(hf_pair):
     hf, ours, _ = hf_pair
+    assert ours.config.gelu == ("erf" if hf.config.activation_function == "gelu" else "tanh")
     idx = tokens(hf.config.vocab_size, 3, hf.config.n_positions)
     with torch.no_grad():
         expected = hf(idx).logits
@@ -155,8 +158,8 @@ def test_config_mapping():
     "changes, message",
     [
         ({"model_type": "llama"}, "only GPT-2"),
-        ({"activation_function": "relu"}, "tanh GELU"),
-        ({"activation_function": "gelu"}, "tanh GELU"),
+        ({"activation_function": "relu"}, "implements GELU"),
+        ({"activation_function": "quick_gelu"}, "implements GELU"),
         ({"scale_attn_by_inverse_layer_idx": True}, "per-layer attention scaling"),
         ({"n_head": 5}, "must divide"),
     ],

@@ -5,7 +5,6 @@ import pkgutil
 import subprocess
 import sys
 
-import pytest
 
 import gpt2core
 

@@ -21,7 +21,7 @@ EXIT_FINISHED, EXIT_DIVERGED, EXIT_STOPPED = ExitCode.FINISHED, ExitCode.DIVERGE
 # model's vocab_size is the tokenizer's (the data section's --vocab-size).
 RUN_FLAG_FIELDS = [*fields_of(DataConfig, "data"), *fields_of(ModelConfig, "model", skip=("vocab_size",)), *fields_of(TrainConfig, "train")]
 # Flags whose declared command-line word for none (0 = no limit) stands for None.
-_NONE_FLAGS = {name: spec.none_flag for name, spec, _, _ in RUN_FLAG_FIELDS if spec.none_flag is not None}
+NONE_FLAGS = {name: spec.none_flag for name, spec, _, _ in RUN_FLAG_FIELDS if spec.none_flag is not None}
 
 
 class GracefulStop:
@@ -98,7 +98,7 @@ def options_from_flags(config_file: str | None, betas: str | None, flags: dict[s
     flags["data"] = tuple(flags["data"]) or None
     for key, value in flags.items():
         if value is not None:
-            options[key] = None if key in _NONE_FLAGS and value == _NONE_FLAGS[key] else value
+            options[key] = None if key in NONE_FLAGS and value == NONE_FLAGS[key] else value
     return options
 
 

@@ -10,6 +10,8 @@ class (the chat's modifier keys turn it) shows a marker before its label.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
@@ -31,11 +33,10 @@ class Slider(Widget, can_focus=True):
 
     value: reactive[float] = reactive(0.0, layout=False)
 
+    @dataclass
     class Changed(Message):
-        def __init__(self, slider: "Slider", value: float) -> None:
-            super().__init__()
-            self.slider = slider
-            self.value = value
+        slider: "Slider"  # the slider that moved (also ``control``, for @on selectors)
+        value: float  # its new value
 
         @property
         def control(self) -> "Slider":
