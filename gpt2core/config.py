@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping, TypeVar
 
 from gpt2core.choices import DEVICES_HELP, GELU_FORMS, ON_SAVE_ERROR, PRECISIONS, TOKENIZER_KINDS
 from gpt2core.errors import ConfigError
@@ -35,9 +35,32 @@ def from_mapping(cls, values: Mapping[str, Any], *, what: str):
         raise ConfigError(f"{what} options: {exc}") from None
 
 
+Section = TypeVar("Section", bound="OptionSection")
+
+
+class OptionSection:
+    """What every section of declared options shares: copies with changes, and a round trip
+    through plain dicts (lists for list options, as JSON and TOML hold them) that refuses keys it
+    does not know. One copy here instead of one per config."""
+
+    WHAT: ClassVar[str] = "config"  # how errors name this section's options ("unknown model option(s)")
+
+    def replace(self: Section, **changes: Any) -> Section:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[Section], values: Mapping[str, Any]) -> Section:
+        return from_mapping(cls, values, what=cls.WHAT)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(OptionSection):
     """The shape of a GPT-2 model. Defaults are GPT-2 small (124M), as in the specification."""
+
+    WHAT: ClassVar[str] = "model"  # the word errors name its options by
 
     # The upper bounds are far above any GPT-2 (and any model this code can train) and keep a
     # typo or a hostile config from asking for a model that cannot exist before anything is built.
@@ -66,16 +89,6 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
-
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        return from_mapping(cls, values, what="model")
 
     def num_params(self, *, include_embeddings: bool = True) -> int:
         """Parameter count of the model this config builds (the LM head is tied, so not counted)."""
@@ -161,8 +174,10 @@ MAX_NEW_TOKENS = 1_000_000
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(OptionSection):
     """How to sample a continuation. Defaults are the specification's InferenceConfig."""
+
+    WHAT: ClassVar[str] = "sampling"  # the word errors name its options by
 
     # The order is the sampler panel's and the REPL's /help order: how a token is picked, then how many.
     temperature: float = option(0.8, float, "divides the logits: higher is more random; 0 means greedy (always the most likely token)", minimum=0.0, says="0 (greedy) or positive", aliases=("-t",), repl=("temperature", "temp"), dial=Dial(0.0, 2.0, 0.05, 0.25, zero_label="0 greedy"))
@@ -183,24 +198,14 @@ class SampleConfig:
     def validate(self) -> None:
         check_fields(self)
 
-    def replace(self, **changes: Any) -> "SampleConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["stop"] = list(self.stop)
-        return d
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "SampleConfig":
-        return from_mapping(cls, values, what="sampling")
-
 
 # -- data, training and the run that bundles them -------------------------------------------------
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(OptionSection):
     """Where the training text comes from and how it becomes tokens."""
+
+    WHAT: ClassVar[str] = "data"  # the word errors name its options by
 
     # A file's last 10% (val_fraction + test_fraction, cut at a line break) never trains: docs/TRAINING.md.
     data: tuple[str, ...] = option((), str, "text file, directory or glob; the last 10% of the text is held out (5% validation, 5% test)", minimum=1, many=True, none="the built-in corpus", note="the built-in corpus")
@@ -232,22 +237,12 @@ class DataConfig:
         """'builtin', 'files' or 'hub': which loader reads this corpus."""
         return "files" if self.data else ("hub" if self.dataset_name else "builtin")
 
-    def replace(self, **changes: Any) -> "DataConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["data"] = list(self.data)
-        return d
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "DataConfig":
-        return from_mapping(cls, values, what="data")
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(OptionSection):
     """How to train. Defaults are the specification's TrainingConfig (batch 8, lr 3e-4, ...)."""
+
+    WHAT: ClassVar[str] = "training"  # the word errors name its options by
 
     batch_size: int = option(8, int, "sequences per micro-batch, all processes together", minimum=1, maximum=1 << 20)
     learning_rate: float = option(3e-4, float, "peak learning rate, reached at the end of warmup", minimum=0.0, min_open=True, aliases=("--lr",), label="lr")
@@ -296,16 +291,6 @@ class TrainConfig:
     @property
     def final_lr(self) -> float:
         return self.learning_rate / 10 if self.min_lr is None else self.min_lr
-
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        return from_mapping(cls, values, what="training")
 
 
 @dataclass(frozen=True)
