@@ -146,3 +146,26 @@ def test_bias_flag_lands_in_the_run_config(tmp_path, flag, expected):
     weights = CheckpointStore(tmp_path / "checkpoints" / "bias", cleanup=False).latest()
     names = json.loads((weights / "config.json").read_text())["model"]
     assert names["bias"] is expected  # the checkpoint builds the same model back
+
+
+def test_gelu_flag_lands_in_the_run_and_a_resume_cannot_change_it(tmp_path):
+    corpus = write_corpus(tmp_path / "data")
+    common = [
+        "--runs-dir", str(tmp_path / "runs"), "train", "--preset", "tiny",
+        "--data", str(corpus), "--tokenizer", "char", "--cache-dir", str(tmp_path / "cache"),
+        "--context-length", "32", "--batch-size", "2", "--eval-iters", "1", "--sample-tokens", "0",
+        "--checkpoints-dir", str(tmp_path / "checkpoints"), "--device", "cpu", "--threads", "1",
+        "--no-tensorboard", "--plain",
+    ]  # fmt: skip
+    result = _gpt2tui(*common, "--max-steps", "2", "--gelu", "erf", "--run-name", "erf", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads((tmp_path / "runs" / "erf" / "config.json").read_text())["model"]["gelu"] == "erf"
+    weights = CheckpointStore(tmp_path / "checkpoints" / "erf", cleanup=False).latest()
+    assert json.loads((weights / "config.json").read_text())["model"]["gelu"] == "erf"
+    before = sorted(p.name for p in (tmp_path / "checkpoints" / "erf").iterdir())
+    refused = _gpt2tui(*common, "--max-steps", "4", "--gelu", "tanh", "--resume-from", "erf", cwd=tmp_path)
+    error = refused.stderr.decode().strip().splitlines()
+    assert refused.returncode == 1 and error[-1].startswith("Error: cannot change gelu") and "Traceback" not in refused.stderr.decode()
+    assert sorted(p.name for p in (tmp_path / "checkpoints" / "erf").iterdir()) == before  # nothing written
+    bad = _gpt2tui(*common, "--max-steps", "2", "--gelu", "relu", "--run-name", "bad", cwd=tmp_path)
+    assert bad.returncode == 2 and b"relu" in bad.stderr and not (tmp_path / "runs" / "bad").exists()
