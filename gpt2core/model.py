@@ -55,21 +55,38 @@ class KVCache:
         self.length = 0
 
 
-# torch's CPU attention kernel in bf16 has a backward pass with a large cost per (batch, head) that
-# short windows do not amortise: at T=64 it is 4-7x slower than the fp32 kernel (12x4x64x32: 8.4 vs
-# 1.8 ms), about even at T=256, faster from T=1024 (bench/bench_nanogpt.py, docs/PERFORMANCE.md).
-# So CPU training under bf16 autocast attends in fp32 below this length; inference keeps bf16
-# (its forward is faster in bf16 at every length measured).
+# Training attention on a CPU under bf16 autocast at short windows. torch's CPU flash-attention
+# kernel has a large cost per (batch, head) that short windows do not amortise, in its bf16 backward
+# above all (12x4x64x32, forward + backward: 3.8 ms in bf16, 1.1 in fp32 with the casts). Written
+# out as three batched products with the causal mask added, the softmax in fp32 and the products in
+# bf16 (the probabilities rounded to bf16 for the product with v, as GPU flash kernels do), the
+# same attention takes 0.66 ms there (bench/bench_nanogpt.py, docs/PERFORMANCE.md). From 512
+# positions the kernel wins (its T x T scores never materialise), and inference keeps it (its
+# forward is fast in bf16 at every length measured).
 _CPU_BF16_ATTENTION_MIN_T = 512
 
 
-def _attend_in_fp32(q: torch.Tensor) -> bool:
+def _attend_written_out(q: torch.Tensor) -> bool:
+    """Whether this training attention (q: (B, nh, T, hs)) takes the written-out path above."""
     return (
         q.device.type == "cpu"
         and q.dtype == torch.bfloat16
         and q.requires_grad
         and q.size(-2) < _CPU_BF16_ATTENTION_MIN_T
     )
+
+
+def _causal_attention_written_out(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs) + causal mask) v for q, k, v (B, nh, T, hs) in bf16; (B, nh, T, hs)."""
+    B, nh, T, hs = q.shape
+    above_diagonal = torch.full((T, T), float("-inf"), dtype=q.dtype, device=q.device).triu(1)  # (T, T)
+    scores = torch.baddbmm(
+        above_diagonal, q.reshape(B * nh, T, hs), k.reshape(B * nh, T, hs).transpose(1, 2), alpha=hs**-0.5
+    )  # (B*nh, T, T)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)  # (B*nh, T, T)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p)
+    return torch.bmm(probs, v.reshape(B * nh, T, hs)).view(B, nh, T, hs)  # (B, nh, T, hs)
 
 
 class CausalSelfAttention(nn.Module):
@@ -100,11 +117,8 @@ class CausalSelfAttention(nn.Module):
                 S = past + T
                 mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=past)  # (T, S)
         dropout_p = self.dropout if self.training else 0.0
-        if _attend_in_fp32(q):
-            with torch.autocast(device_type="cpu", enabled=False):
-                y = F.scaled_dot_product_attention(
-                    q.float(), k.float(), v.float(), attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
-                ).to(q.dtype)  # (B, nh, T, hs)
+        if cache is None and _attend_written_out(q):
+            y = _causal_attention_written_out(q, k, v, dropout_p)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)

@@ -53,7 +53,8 @@ class Precision:
 # suite runs its precision-dependent tests under both answers on any machine, and a user can keep a
 # CPU with native bf16 in fp32 for every command without passing --precision each time.
 CPU_BF16_ENV = "GPT2TUI_CPU_BF16"
-_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+# The flags of a CPU instruction that computes bf16 (AMX tiles, AVX512-BF16 dot products).
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
 def cpu_flags() -> frozenset[str]:
@@ -77,7 +78,7 @@ def cpu_has_native_bf16() -> bool:
         return False
     if override not in ("", "auto"):
         raise ConfigError(f"{CPU_BF16_ENV} must be 1, 0 or auto, got {os.environ[CPU_BF16_ENV]!r}")
-    return bool(cpu_flags() & _BF16_FLAGS)
+    return bool(cpu_flags() & BF16_CPU_FLAGS)
 
 
 def choose_precision(cfg: TrainConfig, device: torch.device) -> Precision:

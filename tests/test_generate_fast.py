@@ -126,13 +126,24 @@ def test_a_cpu_without_native_bf16_never_gets_bf16_or_packing(monkeypatch, sharp
     assert not can_pack(torch.device("meta"), torch.bfloat16)
 
 
-def test_avx512_bf16_without_amx_keeps_the_plain_bf16_copy(monkeypatch, sharp_model):
-    # The flags of last round's AMD EPYC, where the packed product measured slower than the plain one.
-    monkeypatch.setattr("gpt2core.cpu_linear.cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
-    monkeypatch.setenv("GPT2TUI_CPU_BF16", "1")
-    assert not can_pack(torch.device("cpu"), torch.bfloat16)
+@pytest.mark.parametrize(
+    "flags, packs",
+    [
+        ({"avx2", "avx512f", "avx512_bf16"}, True),  # an AMD EPYC (Zen 4): AVX512-BF16, no AMX
+        ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),  # a Sapphire Rapids Xeon
+        ({"avx2", "avx512f"}, False),  # no bf16 instruction: oneDNN would emulate it
+    ],
+)
+def test_packing_needs_a_bf16_instruction(monkeypatch, sharp_model, flags, packs):
+    monkeypatch.setattr("gpt2core.cpu_linear.cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setenv("GPT2TUI_CPU_BF16", "1")  # bf16 chosen either way: only packing is in question
+    onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert can_pack(torch.device("cpu"), torch.bfloat16) == (packs and onednn)
     twin = inference_model(sharp_model, "bf16")
-    assert isinstance(twin.lm_head, nn.Linear) and twin.lm_head.weight is twin.transformer.wte.weight
+    if packs and onednn:
+        assert isinstance(twin.lm_head, PackedLinear)
+    else:
+        assert isinstance(twin.lm_head, nn.Linear) and twin.lm_head.weight is twin.transformer.wte.weight
 
 
 def test_sampling_with_a_seed_repeats_in_bf16(sharp_model):
