@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks, as one script for a lent GPU machine (about 7 minutes on an H100/H200):
+# The GPU checks, as one script for a lent GPU machine (about 8 minutes on an H100/H200):
 #   bash bench/gpu_checks.sh [OUTDIR]
 # Needs torch with CUDA, transformers, tokenizers, safetensors, tensorboard and click; the package
 # itself is used from this checkout (PYTHONPATH), not installed. Every step has its own time limit
@@ -30,6 +30,9 @@ step mfu_compile 190 $PY bench/bench_train.py presets --presets gpt2 --batch 32 
 step mfu_eager 80 $PY bench/bench_train.py presets --presets tiny,small,gpt2 --batch 32 --preset-steps 40 --workdir "$WORK/eager"
 # Ours vs transformers' GPT2LMHeadModel on the GPU: training step (fp32 and bf16) and batch-1 generation.
 step model_vs_hf 110 $PY bench/bench_model.py --device cuda --shapes small,gpt2 --batch 8 --seq-len 512 --iters 10 --new-tokens 64
+# Batch-1 generation at 124M: ours (auto = bf16 on the GPU) against transformers' generate(), and
+# the fraction of the GPU's read bandwidth each reaches (issue 17, item 4).
+step generate 150 $PY bench/bench_generate.py --device cuda --rounds 3
 # The CLI end to end on CUDA: fp16 with loss scaling, then generate and evaluate from the checkpoint.
 step cli_fp16 90 bash -c "$PY -m gpt2tui train --preset small --device cuda --precision fp16 --max-steps 150 --eval-interval 50 \
   --run-name gpu-fp16 --runs-dir $WORK/runs --checkpoints-dir $WORK/ck && \
