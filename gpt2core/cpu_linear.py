@@ -22,10 +22,10 @@ def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     (AMX's ``amx_bf16`` or AVX512's ``avx512_bf16``), which ``cpu_has_native_bf16`` (so
     GPT2TUI_CPU_BF16=0 simulates an AVX2-only CPU here too) and oneDNN itself also confirm.
 
-    Both kinds pay (docs/PERFORMANCE.md, generation): at 124M the 48 per-layer matrices are read
-    in 4.0 ms packed against 10.7 plain on a 2-core AMD EPYC with AVX512-BF16 and no AMX (42 vs 16
-    GB/s; an earlier round's "slower" reading there was wrong), and a token costs ~0.65x on a Xeon
-    with AMX. Not where bf16 is emulated: oneDNN has no bf16 kernel to pack for, and "auto"
+    Both kinds pay (docs/PERFORMANCE.md, generation): on a 2-core AMD EPYC with AVX512-BF16 and
+    no AMX a 124M token generates at 3.8x transformers' fp32 speed packed against 2.1x unpacked
+    (bench/bench_generate.py; an earlier round's "slower" reading there was wrong), and costs
+    ~0.65x an fp32 token on a Xeon with AMX. Not where bf16 is emulated: oneDNN has no bf16 kernel to pack for, and "auto"
     generates in fp32 there anyway (``inference_precision``). Not fp32: ``nn.Linear`` gives
     exactly transformers' numbers, since both run the same MKL kernels on the same layout.
     """

@@ -60,7 +60,7 @@ class KVCache:
 # above all (12x4x64x32, forward + backward: 3.8 ms in bf16, 1.1 in fp32 with the casts). Written
 # out as three batched products with the causal mask added, the softmax in fp32 and the products in
 # bf16 (the probabilities rounded to bf16 for the product with v, as GPU flash kernels do), the
-# same attention takes 0.66 ms there (bench/bench_nanogpt.py, docs/PERFORMANCE.md). From 512
+# same attention takes 0.56-0.74x the fp32 kernel's time (bench/bench_cpu_kernels.py). From 512
 # positions the kernel wins (its T x T scores never materialise), and inference keeps it (its
 # forward is fast in bf16 at every length measured).
 _CPU_BF16_ATTENTION_MIN_T = 512
